@@ -1,0 +1,104 @@
+package pluginmain
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// PrevResult parses conf's prevResult (if any) and returns it as a 1.1.0
+// result; nil when the configuration carries none.
+func PrevResult(conf *types.NetConf) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return nil, nil
+	}
+	if err := version.ParsePrevResult(conf); err != nil {
+		return nil, Errorf(CodeDecoding, "prevResult: %v", err)
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, Errorf(CodeDecoding, "prevResult: %v", err)
+	}
+	return res, nil
+}
+
+// CNIArgs is CNI_ARGS parsed: "K1=V1;K2=V2". Keys a plugin does not know are
+// ignored (chained plugins share one CNI_ARGS, so strictness helps nobody).
+type CNIArgs map[string]string
+
+// ParseCNIArgs parses CNI_ARGS; an entry without '=' is an error naming it.
+func ParseCNIArgs(s string) (CNIArgs, error) {
+	out := CNIArgs{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, Errorf(CodeInvalidEnv, "CNI_ARGS: entry %q is not KEY=VALUE", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// Get returns a value, or "".
+func (c CNIArgs) Get(k string) string { return c[k] }
+
+// DecodeConf unmarshals the configuration into v (a plugin's wire struct),
+// reporting type errors with the field path (code 6).
+func DecodeConf(stdin []byte, v any) error {
+	if err := Decode(stdin, v, "stdin"); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Field joins a field path: Field("ipam", "ranges[0]") = "ipam.ranges[0]".
+func Field(parts ...string) string {
+	return strings.Join(parts, ".")
+}
+
+// Idx renders an index path element: Idx("ranges", 0, 1) = "ranges[0][1]".
+func Idx(name string, idx ...int) string {
+	var b strings.Builder
+	b.WriteString(name)
+	for _, i := range idx {
+		fmt.Fprintf(&b, "[%d]", i)
+	}
+	return b.String()
+}
+
+// Attachments is the set of valid attachments a GC request carries.
+type Attachments map[[2]string]bool
+
+// Keep reports whether (containerID, ifName) is a valid attachment.
+func (v Attachments) Keep(containerID, ifName string) bool {
+	return v[[2]string{containerID, ifName}]
+}
+
+// ValidAttachments reads `cni.dev/valid-attachments` (and the key's earlier
+// name `cni.dev/attachments`) from a GC configuration. A missing or empty
+// list means nothing is valid: GC releases everything of the network.
+func ValidAttachments(stdin []byte) (Attachments, error) {
+	var w struct {
+		Valid  []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		Legacy []types.GCAttachment `json:"cni.dev/attachments"`
+	}
+	if err := Decode(stdin, &w, "stdin"); err != nil {
+		return nil, err
+	}
+	out := Attachments{}
+	for _, l := range [][]types.GCAttachment{w.Valid, w.Legacy} {
+		for _, at := range l {
+			out[[2]string{at.ContainerID, at.IfName}] = true
+		}
+	}
+	return out, nil
+}
