@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -240,4 +241,15 @@ func ensureSharedDir(dir string) error {
 		return fmt.Errorf("make %s shared: %w", dir, err)
 	}
 	return nil
+}
+
+// SweepPrefix removes every named namespace in dir whose name starts with
+// prefix: what a crashed run of a test, benchmark or demo left behind.
+func SweepPrefix(dir, prefix string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			_ = DeleteNamed(filepath.Join(dir, e.Name()))
+		}
+	}
 }

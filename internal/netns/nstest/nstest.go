@@ -53,14 +53,7 @@ func Prefix() string {
 }
 
 // Sweep removes every named namespace in /run/netns whose name starts with pfx.
-func Sweep(pfx string) {
-	ents, _ := os.ReadDir(netns.DefaultDir)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), pfx) {
-			_ = netns.DeleteNamed(filepath.Join(netns.DefaultDir, e.Name()))
-		}
-	}
-}
+func Sweep(pfx string) { netns.SweepPrefix(netns.DefaultDir, pfx) }
 
 // RequireRoot skips the test, loudly, when it cannot create namespaces.
 func RequireRoot(t testing.TB) {
