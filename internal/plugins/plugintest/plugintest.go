@@ -18,6 +18,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"linen.dev/linen/internal/netns"
 	"linen.dev/linen/internal/plugins/pluginmain"
@@ -96,11 +97,19 @@ func Add(t testing.TB, host *netns.NS, env *pluginmain.Env, p *pluginmain.Plugin
 	if cerr != nil {
 		t.Fatalf("ADD: %v (code %d)", cerr, cerr.Code)
 	}
-	var r current.Result
-	if err := json.Unmarshal(out, &r); err != nil {
+	var head struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	_ = json.Unmarshal(c.Conf, &head)
+	res, err := version.NewResult(head.CNIVersion, out)
+	if err != nil {
 		t.Fatalf("ADD result %s: %v", out, err)
 	}
-	return &r
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		t.Fatalf("ADD result %s: %v", out, err)
+	}
+	return r
 }
 
 // Must runs a verb without result and fails the test on error.

@@ -1,0 +1,410 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"linen.dev/linen/internal/ipcfg"
+	"linen.dev/linen/internal/nl"
+	"linen.dev/linen/internal/plugins/pluginmain"
+	"linen.dev/linen/internal/sysctl"
+)
+
+// Plugin returns the bridge plugin.
+func Plugin() *pluginmain.Plugin {
+	return &pluginmain.Plugin{
+		Name:   "bridge",
+		About:  "linen bridge: a veth per pod on a Linux bridge",
+		Add:    cmdAdd,
+		Del:    cmdDel,
+		Check:  cmdCheck,
+		GC:     cmdGC,
+		Status: cmdStatus,
+	}
+}
+
+func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ types.Result, err error) {
+	conf, err := parseConfig(a.StdinData, a.Args)
+	if err != nil {
+		return nil, err
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	defer host.Close()
+	pod, err := netlink.NewHandleAt(a.NS.Handle())
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %q: %w", a.Netns, err)
+	}
+	defer pod.Close()
+
+	br, err := ensureBridge(host, conf)
+	if err != nil {
+		return nil, err
+	}
+
+	hostVeth, err := nl.CreateVeth(host, pod, nl.Veth{
+		PodNS: a.NS, PodIf: a.IfName, PodMAC: conf.MAC, MTU: conf.MTU,
+		Master: br.Attrs().Index, HostUp: true,
+	})
+	if err != nil {
+		if errors.Is(err, nl.ErrPodIfExists) {
+			return nil, pluginmain.Errorf(pluginmain.CodeInvalidEnv, "CNI_IFNAME: interface %q already exists in %s", a.IfName, a.Netns)
+		}
+		return nil, err
+	}
+	undo = append(undo, func() { _ = host.LinkDel(hostVeth) })
+	if err := setupPort(host, hostVeth, conf); err != nil {
+		return nil, err
+	}
+	podLink, err := pod.LinkByName(a.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("find %q in %s: %w", a.IfName, a.Netns, err)
+	}
+
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
+			{Name: hostVeth.Attrs().Name, Mac: hostVeth.Attrs().HardwareAddr.String()},
+			{Name: a.IfName, Mac: podLink.Attrs().HardwareAddr.String(), Sandbox: a.Netns},
+		},
+	}
+	if conf.MTU > 0 {
+		for _, in := range res.Interfaces {
+			in.Mtu = conf.MTU
+		}
+	}
+
+	if conf.NoContainerIf {
+		// L2 only, interface left down as configured.
+		return res, nil
+	}
+	if conf.IPAMType == "" {
+		if err := pod.LinkSetUp(podLink); err != nil {
+			return nil, fmt.Errorf("set %q up: %w", a.IfName, err)
+		}
+		res.DNS = conf.DNS
+		return res, nil
+	}
+
+	ipamRes, err := env.DelegateAdd(ctx, conf.IPAMType, a, a.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData) })
+	if len(ipamRes.IPs) == 0 {
+		return nil, errors.New("IPAM plugin returned no IP addresses")
+	}
+	podIdx := 2
+	for _, ip := range ipamRes.IPs {
+		ip.Interface = &podIdx
+	}
+	res.IPs = ipamRes.IPs
+	res.Routes = ipamRes.Routes
+	res.DNS = ipamRes.DNS
+	if !conf.DNS.IsEmpty() {
+		res.DNS = conf.DNS
+	}
+
+	// Gateways: IPAM's, or the first host of the subnet.
+	for _, ip := range res.IPs {
+		if ip.Gateway == nil && conf.IsGateway {
+			ip.Gateway = firstHost(ip.Address)
+		}
+	}
+	if conf.IsDefaultGateway {
+		addDefaultRoutes(res)
+	}
+
+	hasV6 := false
+	for _, ip := range res.IPs {
+		if ip.Address.IP.To4() == nil {
+			hasV6 = true
+		}
+	}
+	if err := a.NS.Do(func() error { return podSysctls(a.IfName, hasV6, conf.EnableDAD) }); err != nil {
+		return nil, err
+	}
+	if err := ipcfg.Configure(pod, a.NS, podLink, res.IPs, res.Routes, ipcfg.Options{DAD: conf.EnableDAD}); err != nil {
+		return nil, err
+	}
+
+	if conf.IsGateway {
+		if err := ensureGateways(host, br, res.IPs, conf.ForceAddress); err != nil {
+			return nil, err
+		}
+		if err := enableForwarding(res.IPs); err != nil {
+			return nil, err
+		}
+	}
+
+	if conf.IPMasq || conf.MacSpoofChk {
+		undoNft, err := addFilters(a, conf, res, hostVeth.Attrs().Name, podLink.Attrs().HardwareAddr)
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, undoNft)
+	}
+
+	// Refresh the bridge's MAC: it may change when the first port joins.
+	if l, lerr := host.LinkByIndex(br.Attrs().Index); lerr == nil {
+		res.Interfaces[0].Mac = l.Attrs().HardwareAddr.String()
+	}
+	return res, nil
+}
+
+// ensureBridge finds or creates the bridge, configured as the network wants.
+func ensureBridge(h *netlink.Handle, conf *Config) (netlink.Link, error) {
+	l, err := h.LinkByName(conf.Bridge)
+	if err == nil {
+		if _, ok := l.(*netlink.Bridge); !ok {
+			return nil, pluginmain.Errorf(pluginmain.CodeInvalidConfig, "bridge: %q exists and is a %s, not a bridge", conf.Bridge, l.Type())
+		}
+		return l, fixBridge(h, l, conf)
+	}
+	if !nl.IsNotFound(err) {
+		return nil, fmt.Errorf("find bridge %q: %w", conf.Bridge, err)
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = conf.Bridge
+	la.MTU = conf.MTU
+	la.Flags = net.FlagUp
+	// A fixed MAC keeps the bridge's address from following its ports.
+	la.HardwareAddr = randomMAC()
+	br := &netlink.Bridge{LinkAttrs: la}
+	if conf.Vlan != 0 || len(conf.Trunk) > 0 {
+		on := true
+		br.VlanFiltering = &on
+	}
+	if err := h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create bridge %q: %w", conf.Bridge, err)
+	}
+	l, err = h.LinkByName(conf.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %q: %w", conf.Bridge, err)
+	}
+	if _, ok := l.(*netlink.Bridge); !ok {
+		return nil, pluginmain.Errorf(pluginmain.CodeInvalidConfig, "bridge: %q exists and is a %s, not a bridge", conf.Bridge, l.Type())
+	}
+	return l, fixBridge(h, l, conf)
+}
+
+// fixBridge brings an existing bridge to what the configuration needs,
+// touching only what differs.
+func fixBridge(h *netlink.Handle, l netlink.Link, conf *Config) error {
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set bridge %q up: %w", conf.Bridge, err)
+		}
+	}
+	if conf.Promisc && l.Attrs().Promisc == 0 {
+		if err := h.SetPromiscOn(l); err != nil {
+			return fmt.Errorf("set bridge %q promiscuous: %w", conf.Bridge, err)
+		}
+	}
+	if conf.Vlan != 0 || len(conf.Trunk) > 0 {
+		br := l.(*netlink.Bridge)
+		if br.VlanFiltering == nil || !*br.VlanFiltering {
+			if err := h.BridgeSetVlanFiltering(l, true); err != nil {
+				return fmt.Errorf("enable VLAN filtering on %q: %w", conf.Bridge, err)
+			}
+		}
+	}
+	return nil
+}
+
+// setupPort applies the per-port bridge options to the host veth.
+func setupPort(h *netlink.Handle, port netlink.Link, conf *Config) error {
+	name := port.Attrs().Name
+	if conf.Hairpin {
+		if err := h.LinkSetHairpin(port, true); err != nil {
+			return fmt.Errorf("set hairpin on %q: %w", name, err)
+		}
+	}
+	if conf.PortIsolation {
+		if err := h.LinkSetIsolated(port, true); err != nil {
+			return fmt.Errorf("isolate port %q: %w", name, err)
+		}
+	}
+	if conf.Vlan == 0 && len(conf.Trunk) == 0 {
+		return nil
+	}
+	if !conf.PreserveDefault {
+		if err := h.BridgeVlanDel(port, 1, true, true, false, true); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("remove default VLAN from %q: %w", name, err)
+		}
+	}
+	if conf.Vlan != 0 {
+		if err := h.BridgeVlanAdd(port, uint16(conf.Vlan), true, true, false, true); err != nil {
+			return fmt.Errorf("add VLAN %d to %q: %w", conf.Vlan, name, err)
+		}
+	} else if !conf.PreserveDefault {
+		// A trunk without an access VLAN carries untagged frames on VLAN 1.
+		if err := h.BridgeVlanAdd(port, 1, true, true, false, true); err != nil {
+			return fmt.Errorf("add native VLAN 1 to %q: %w", name, err)
+		}
+	}
+	for _, v := range conf.Trunk {
+		if v == conf.Vlan {
+			continue
+		}
+		if err := h.BridgeVlanAdd(port, uint16(v), false, false, false, true); err != nil {
+			return fmt.Errorf("add trunk VLAN %d to %q: %w", v, name, err)
+		}
+	}
+	return nil
+}
+
+// podSysctls runs inside the pod namespace.
+func podSysctls(ifName string, v6, dad bool) error {
+	if err := sysctl.Ensure(sysctl.Link("ipv4", ifName, "arp_notify"), "1"); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	if !v6 {
+		return nil
+	}
+	if dad {
+		if err := sysctl.Ensure(sysctl.Link("ipv6", ifName, "enhanced_dad"), "1"); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		return nil
+	}
+	if err := sysctl.Ensure(sysctl.Link("ipv6", ifName, "accept_dad"), "0"); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// ensureGateways puts each gateway address, with its subnet prefix, on the
+// bridge. An address of the same family that overlaps the subnet but is not
+// the gateway is an error unless forceAddress replaces it; addresses of
+// unrelated subnets stay (several networks may share one bridge).
+func ensureGateways(h *netlink.Handle, br netlink.Link, ips []*current.IPConfig, force bool) error {
+	have, err := nl.Retry(func() ([]netlink.Addr, error) { return h.AddrList(br, netlink.FAMILY_ALL) })
+	if err != nil {
+		return fmt.Errorf("list addresses of %q: %w", br.Attrs().Name, err)
+	}
+next:
+	for _, ip := range ips {
+		if ip.Gateway == nil {
+			continue
+		}
+		want := &net.IPNet{IP: ip.Gateway, Mask: ip.Address.Mask}
+		for _, a := range have {
+			if a.IP.Equal(want.IP) {
+				continue next
+			}
+		}
+		for _, a := range have {
+			if (a.IP.To4() != nil) != (want.IP.To4() != nil) || a.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			if a.IPNet.Contains(want.IP) || want.Contains(a.IP) {
+				if !force {
+					return fmt.Errorf("bridge %q already has address %s, not gateway %s (set forceAddress to replace it)", br.Attrs().Name, a.IPNet, want)
+				}
+				if err := h.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+					return fmt.Errorf("remove %s from %q: %w", a.IPNet, br.Attrs().Name, err)
+				}
+			}
+		}
+		addr := &netlink.Addr{IPNet: want}
+		if want.IP.To4() == nil {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add gateway %s to %q: %w", want, br.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+func enableForwarding(ips []*current.IPConfig) error {
+	v4, v6 := false, false
+	for _, ip := range ips {
+		if ip.Address.IP.To4() != nil {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	if v4 {
+		if err := sysctl.Ensure("net/ipv4/ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	if v6 {
+		if err := sysctl.Ensure("net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addDefaultRoutes adds a default route per family that has a gateway,
+// unless the IPAM result already routes that family by default.
+func addDefaultRoutes(res *current.Result) {
+	for _, ip := range res.IPs {
+		if ip.Gateway == nil {
+			continue
+		}
+		v4 := ip.Address.IP.To4() != nil
+		dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		if !v4 {
+			dst = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
+		exists := false
+		for _, r := range res.Routes {
+			ones, _ := r.Dst.Mask.Size()
+			if ones == 0 && (r.Dst.IP.To4() != nil) == v4 {
+				exists = true
+				break
+			}
+		}
+		if !exists {
+			res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: ip.Gateway})
+		}
+	}
+}
+
+func firstHost(n net.IPNet) net.IP {
+	base := n.IP.Mask(n.Mask)
+	ip := make(net.IP, len(base))
+	copy(ip, base)
+	for i := len(ip) - 1; i >= 0; i-- {
+		ip[i]++
+		if ip[i] != 0 {
+			break
+		}
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4
+	}
+	return ip
+}
+
+func randomMAC() net.HardwareAddr {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	b[0] = (b[0] | 2) & 0xfe // locally administered, unicast
+	return b
+}

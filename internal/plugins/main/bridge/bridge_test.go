@@ -1,0 +1,159 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"linen.dev/linen/internal/netns"
+	"linen.dev/linen/internal/netns/nstest"
+	"linen.dev/linen/internal/nft/nfttest"
+	"linen.dev/linen/internal/plugins/ipam/hostlocal"
+	"linen.dev/linen/internal/plugins/pluginmain"
+	"linen.dev/linen/internal/plugins/plugintest"
+)
+
+func TestMain(m *testing.M) { nstest.Main(m, "lt-bridge-") }
+
+func conf(version, br, extra, ipam string) []byte {
+	return []byte(fmt.Sprintf(`{"cniVersion":%q,"name":"ltnet-%s","type":"bridge","bridge":%q,"isGateway":true%s,"ipam":%s}`,
+		version, br, br, extra, ipam))
+}
+
+func hostLocal(dir, subnet string) string {
+	return fmt.Sprintf(`{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}]}`, dir, subnet)
+}
+
+// TestAddCheckDelTraffic: two pods on one bridge reach each other and the
+// gateway; CHECK passes; DEL removes everything; DEL again succeeds.
+func TestAddCheckDelTraffic(t *testing.T) {
+	for _, v := range []string{"0.1.0", "0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		t.Run(v, func(t *testing.T) {
+			host := nstest.New(t)
+			p1, p2 := nstest.New(t), nstest.New(t)
+			env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin())) // IPAM in process
+			br := "ltbr" + strings.ReplaceAll(v, ".", "")
+			c := conf(v, br, "", hostLocal(t.TempDir(), "10.77.0.0/24"))
+			r1 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "c1", NS: p1, IfName: "eth0", Conf: c})
+			r2 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "c2", NS: p2, IfName: "eth0", Conf: c})
+			ip1 := r1.IPs[0].Address.IP.String()
+			ip2 := r2.IPs[0].Address.IP.String()
+			if ip1 == ip2 {
+				t.Fatalf("same IP %s twice", ip1)
+			}
+			if err := plugintest.Ping(p1, ip2); err != nil {
+				t.Errorf("pod1 -> pod2: %v", err)
+			}
+			if err := plugintest.Ping(p2, "10.77.0.1"); err != nil {
+				t.Errorf("pod2 -> gateway: %v", err)
+			}
+			if v >= "0.4.0" {
+				cc := withPrev(t, c, r1)
+				plugintest.Must(t, host, env, Plugin(), "CHECK", plugintest.Call{ContainerID: "c1", NS: p1, IfName: "eth0", Conf: cc})
+			}
+			for i := 0; i < 2; i++ {
+				plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "c1", NS: p1, IfName: "eth0", Conf: c})
+			}
+			assertNoLink(t, p1, "eth0")
+			if len(r1.Interfaces) > 1 {
+				assertNoLink(t, host, r1.Interfaces[1].Name)
+			}
+			// DEL with the namespace gone.
+			plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "c2", NetnsPath: "/run/netns/lt-bridge-gone", IfName: "eth0", Conf: c})
+		})
+	}
+}
+
+func withPrev(t *testing.T, conf []byte, prev *current.Result) []byte {
+	t.Helper()
+	s := string(conf)
+	var head struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if err := json.Unmarshal(conf, &head); err != nil {
+		t.Fatal(err)
+	}
+	conv, err := prev.GetAsVersion(head.CNIVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(s[:len(s)-1] + `,"prevResult":` + string(b) + `}`)
+}
+
+func assertNoLink(t *testing.T, ns *netns.NS, name string) {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns.Handle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(name); err == nil {
+		t.Errorf("link %q still exists in %s", name, ns.Path())
+	}
+}
+
+// ipMasq and macspoofchk: the pod's traffic to another subnet leaves with
+// the node's address; a frame with a forged source MAC is dropped; DEL
+// (also without prevResult) leaves no element.
+func TestMasqAndSpoofCheck(t *testing.T) {
+	host, pod, outside := nstest.New(t), nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	// The node reaches "outside" (192.0.2.0/24) over a veth.
+	nfttest.Veth(t, host, "ltup0", outside, "ltdown0")
+	nfttest.Addr(t, host, "ltup0", "192.0.2.1/24")
+	nfttest.Addr(t, outside, "ltdown0", "192.0.2.2/24")
+	nfttest.EchoTCP(t, outside, "192.0.2.2:7000")
+
+	c := conf("1.1.0", "ltbrm", `,"ipMasq":true,"macspoofchk":true`, hostLocal(t.TempDir(), "10.79.0.0/24"))
+	r := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "m1", NS: pod, IfName: "eth0", Conf: c})
+	got, err := nfttest.TCP(pod, "192.0.2.2:7000", 3*time.Second)
+	if err != nil {
+		t.Fatalf("pod -> outside: %v", err)
+	}
+	if from := nfttest.From(got); from.String() != "192.0.2.1" {
+		t.Errorf("outside saw source %s, want the node's 192.0.2.1 (masquerade)", from)
+	}
+	plugintest.Must(t, host, env, Plugin(), "CHECK", plugintest.Call{ContainerID: "m1", NS: pod, IfName: "eth0", Conf: withPrev(t, c, r)})
+
+	// Forge the pod's MAC: the bridge must drop its frames.
+	h := nfttest.Handle(t, pod)
+	l, _ := h.LinkByName("eth0")
+	if err := h.LinkSetHardwareAddr(l, []byte{0x02, 0xde, 0xad, 0xbe, 0xef, 0x01}); err != nil {
+		t.Fatal(err)
+	}
+	if err := plugintest.Ping(pod, "10.79.0.1"); err == nil {
+		t.Error("ping with a forged MAC got through the spoof check")
+	}
+	if err := h.LinkSetHardwareAddr(l, mustMAC(t, r.Interfaces[2].Mac)); err != nil {
+		t.Fatal(err)
+	}
+	if err := plugintest.Ping(pod, "10.79.0.1"); err != nil {
+		t.Errorf("ping with the pod's own MAC: %v", err)
+	}
+
+	// DEL without prevResult (as containerd's second DEL), then again.
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "m1", NS: pod, IfName: "eth0", Conf: c})
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "m1", IfName: "eth0", Conf: c})
+	if rs := nfttest.Nft(t, host, "list", "ruleset"); strings.Contains(rs, "elements") {
+		t.Errorf("elements left after DEL:\n%s", rs)
+	}
+}
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

@@ -1,0 +1,188 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"linen.dev/linen/internal/ipcfg"
+	"linen.dev/linen/internal/nl"
+	"linen.dev/linen/internal/plugins/pluginmain"
+	"linen.dev/linen/internal/reaper"
+)
+
+// cmdDel undoes ADD as far as anything is left: the pod's veth (which takes
+// the host end with it), the IPAM reservation, the netfilter elements. It
+// succeeds when the namespace, the link or the state is already gone. The
+// bridge itself stays: other pods may use it.
+func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
+	conf, err := parseConfig(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	var pod *netlink.Handle
+	var link netlink.Link
+	var podIPs []net.IPNet
+	if a.NS != nil {
+		pod, err = netlink.NewHandleAt(a.NS.Handle())
+		if err != nil {
+			return fmt.Errorf("open netlink in %q: %w", a.Netns, err)
+		}
+		defer pod.Close()
+		link, err = pod.LinkByName(a.IfName)
+		if err != nil {
+			if !nl.IsNotFound(err) {
+				return fmt.Errorf("find %q in %s: %w", a.IfName, a.Netns, err)
+			}
+			link = nil
+		}
+		if link != nil && conf.IPMasq && conf.PrevResult == nil {
+			// Without a cached result, the interface tells which
+			// masquerade entries were ours.
+			addrs, _ := nl.Retry(func() ([]netlink.Addr, error) { return pod.AddrList(link, netlink.FAMILY_ALL) })
+			for _, ad := range addrs {
+				if !ad.IP.IsLinkLocalUnicast() {
+					podIPs = append(podIPs, *ad.IPNet)
+				}
+			}
+		}
+	}
+
+	filters, err := openFilters(conf)
+	if err != nil {
+		return err
+	}
+	defer filters.close()
+
+	del := reaper.Begin(a.NS, pod, link, env.Detach, filters.hold())
+	var errs []error
+	if conf.IPAMType != "" {
+		if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := filters.del(a, conf, podIPs); err != nil {
+		errs = append(errs, err)
+	}
+	if err := del.Finish(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// cmdCheck verifies what ADD set up against the cached result.
+func cmdCheck(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
+	conf, err := parseConfig(a.StdinData, a.Args)
+	if err != nil {
+		return err
+	}
+	if conf.PrevResult == nil {
+		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "prevResult: required for CHECK")
+	}
+	if conf.IPAMType != "" {
+		if err := env.DelegateCheck(ctx, conf.IPAMType, a, a.StdinData); err != nil {
+			return err
+		}
+	}
+	res := conf.PrevResult
+	var podIf, hostIf *current.Interface
+	for _, in := range res.Interfaces {
+		switch {
+		case in.Sandbox != "" && in.Name == a.IfName:
+			podIf = in
+		case in.Sandbox == "" && in.Name != conf.Bridge && hostIf == nil:
+			hostIf = in
+		}
+	}
+	if podIf == nil {
+		return fmt.Errorf("prevResult: no interface %q in the sandbox", a.IfName)
+	}
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	pod, err := netlink.NewHandleAt(a.NS.Handle())
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+
+	br, err := host.LinkByName(conf.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %q: %w", conf.Bridge, err)
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return fmt.Errorf("bridge %q is a %s", conf.Bridge, br.Type())
+	}
+	link, err := pod.LinkByName(a.IfName)
+	if err != nil {
+		return fmt.Errorf("interface %q in %s: %w", a.IfName, a.Netns, err)
+	}
+	if _, ok := link.(*netlink.Veth); !ok {
+		return fmt.Errorf("interface %q is a %s, not a veth", a.IfName, link.Type())
+	}
+	if podIf.Mac != "" && podIf.Mac != link.Attrs().HardwareAddr.String() {
+		return fmt.Errorf("interface %q has MAC %s, want %s", a.IfName, link.Attrs().HardwareAddr, podIf.Mac)
+	}
+	if hostIf != nil {
+		hl, err := host.LinkByName(hostIf.Name)
+		if err != nil {
+			return fmt.Errorf("host veth %q: %w", hostIf.Name, err)
+		}
+		if hl.Attrs().MasterIndex != br.Attrs().Index {
+			return fmt.Errorf("host veth %q is not a port of %q", hostIf.Name, conf.Bridge)
+		}
+		if nl.VethPeerIndex(link) != hl.Attrs().Index {
+			return fmt.Errorf("interface %q is not the peer of host veth %q", a.IfName, hostIf.Name)
+		}
+	}
+	if conf.NoContainerIf || conf.IPAMType == "" {
+		return nil
+	}
+	ips := ipcfg.IPsFor(res, a.IfName)
+	if err := ipcfg.Check(pod, link, ips, res.Routes); err != nil {
+		return err
+	}
+	filters, err := openFilters(conf)
+	if err != nil {
+		return err
+	}
+	defer filters.close()
+	return filters.check(a, conf, res, hostIf)
+}
+
+// cmdGC forwards GC to IPAM and removes netfilter elements of attachments
+// that are no longer valid.
+func cmdGC(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
+	conf, err := parseGCConfig(a.StdinData)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if conf.ipamType != "" {
+		if err := env.DelegateGC(ctx, conf.ipamType, a, a.StdinData); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := gcFilters(conf); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// cmdStatus forwards STATUS to IPAM.
+func cmdStatus(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
+	conf, err := parseGCConfig(a.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.ipamType == "" {
+		return nil
+	}
+	return env.DelegateStatus(ctx, conf.ipamType, a, a.StdinData)
+}

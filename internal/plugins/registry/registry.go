@@ -1,0 +1,25 @@
+// Package registry lists the plugins linked into linen-cni. It is a value
+// built on demand, not a table filled by init functions.
+package registry
+
+import (
+	"linen.dev/linen/internal/plugins/ipam/hostlocal"
+	"linen.dev/linen/internal/plugins/ipam/static"
+	"linen.dev/linen/internal/plugins/main/bridge"
+	"linen.dev/linen/internal/plugins/main/loopback"
+	"linen.dev/linen/internal/plugins/main/ptp"
+	"linen.dev/linen/internal/plugins/meta/portmap"
+	"linen.dev/linen/internal/plugins/pluginmain"
+)
+
+// New returns a registry of every plugin.
+func New() *pluginmain.Registry {
+	return pluginmain.NewRegistry(
+		bridge.Plugin(),
+		ptp.Plugin(),
+		loopback.Plugin(),
+		hostlocal.Plugin(),
+		static.Plugin(),
+		portmap.Plugin(),
+	)
+}
