@@ -13,7 +13,7 @@ DEBPKGS := iproute2 nftables iperf3 iputils-ping containernetworking-plugins con
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags=-s -o $(BIN)/linen-cni ./cmd/linen-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(BIN)/linen-cni ./cmd/linen-cni
 	$(GO) build -trimpath -o $(BIN)/linen ./cmd/linen
 
 # Debian packages the tests and the demo use; installed only when missing.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -383,22 +384,30 @@ const (
 	dynMasqskip6
 )
 
-var dynSets = func() [4][]*setDef {
-	var out [4][]*setDef
-	for kind := range out {
-		bits := 32
-		if kind == dynHpsnat6 || kind == dynMasqskip6 {
-			bits = 128
-		}
-		for l := 0; l <= bits; l++ {
-			out[kind] = append(out[kind], newDynSet(kind, l))
-		}
+// dynSets caches the definitions built so far: a plugin process needs one
+// or two of the 324 possible sets, so they are built on first use rather
+// than at start-up (building all of them cost ~0.4 ms of every exec).
+var dynSets struct {
+	sync.Mutex
+	m [4][129]*setDef
+}
+
+func dynBits(kind int) int {
+	if kind == dynHpsnat6 || kind == dynMasqskip6 {
+		return 128
 	}
-	return out
-}()
+	return 32
+}
 
 // dynSet returns the set of the given kind for prefix length l.
-func dynSet(kind, l int) *setDef { return dynSets[kind][l] }
+func dynSet(kind, l int) *setDef {
+	dynSets.Lock()
+	defer dynSets.Unlock()
+	if dynSets.m[kind][l] == nil {
+		dynSets.m[kind][l] = newDynSet(kind, l)
+	}
+	return dynSets.m[kind][l]
+}
 
 func maskText(v6 bool, l int) (text string, mask []byte) {
 	bits := 32
@@ -484,12 +493,16 @@ func (t *tableDef) findSet(name string) *setDef {
 	if t != inetTable {
 		return nil
 	}
-	for kind := range dynSets {
-		for _, s := range dynSets[kind] {
-			if s.name == name {
-				return s
-			}
+	for kind, pfx := range [4]string{"hpsnat4_", "hpsnat6_", "masqskip4_", "masqskip6_"} {
+		rest, ok := strings.CutPrefix(name, pfx)
+		if !ok {
+			continue
 		}
+		l, err := strconv.Atoi(rest)
+		if err != nil || l < 0 || l > dynBits(kind) || strconv.Itoa(l) != rest {
+			return nil
+		}
+		return dynSet(kind, l)
 	}
 	return nil
 }

@@ -308,9 +308,10 @@ func linenBinDirs(t *testing.T) []string {
 			t.Skip("skipped in -short mode: builds linen-cni (set LINEN_CNI to use a built one)")
 		}
 		bin = filepath.Join(t.TempDir(), MultiCallName)
-		out, err := exec.Command("go", "build", "-o", bin, "linen.dev/linen/cmd/linen-cni").CombinedOutput()
-		if err != nil {
-			t.Skipf("skipped: cannot build linen-cni: %v\n%s", err, out)
+		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "linen.dev/linen/cmd/linen-cni")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build linen-cni: %v\n%s", err, out)
 		}
 	}
 	dir := t.TempDir()

@@ -58,7 +58,8 @@ func build(dir string) error {
 			return err
 		}
 	} else {
-		cmd := exec.Command("go", "build", "-o", bin, "linen.dev/linen/cmd/linen-cni")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", bin, "linen.dev/linen/cmd/linen-cni")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
 			return err

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"regexp"
 	"sort"
 	"strings"
 	"unicode"
@@ -115,7 +114,22 @@ func (r *Registry) Names() []string {
 	return out
 }
 
-var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+// validName reports whether s matches ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$, the
+// specification's rule for network names and container IDs (written out:
+// compiling a regexp costs every plugin exec at start-up).
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || (c != '_' && c != '.' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 // required lists the variables each verb needs. CNI_NETNS is optional for DEL
 // (the namespace may be gone); CNI_PATH is needed wherever a plugin may
@@ -192,7 +206,7 @@ func Invoke(ctx context.Context, env *Env, p *Plugin, a *Args) (out []byte, conf
 	if len(missing) > 0 {
 		return nil, "", Errorf(CodeInvalidEnv, "required environment variables missing for %s: %s", cmd, strings.Join(missing, ", "))
 	}
-	if a.ContainerID != "" && cmd != "GC" && cmd != "STATUS" && !validName.MatchString(a.ContainerID) {
+	if a.ContainerID != "" && cmd != "GC" && cmd != "STATUS" && !validName(a.ContainerID) {
 		return nil, "", Errorf(CodeInvalidEnv, "CNI_CONTAINERID: %q must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", a.ContainerID)
 	}
 	if a.IfName != "" && cmd != "GC" && cmd != "STATUS" {
@@ -222,7 +236,7 @@ func Invoke(ctx context.Context, env *Env, p *Plugin, a *Args) (out []byte, conf
 	if head.Name == nil || *head.Name == "" {
 		return nil, confVersion, Errorf(CodeInvalidConfig, "name: missing network name")
 	}
-	if !validName.MatchString(*head.Name) {
+	if !validName(*head.Name) {
 		return nil, confVersion, Errorf(CodeInvalidConfig, "name: %q must start with a letter or digit and contain only letters, digits, '_', '.' and '-'", *head.Name)
 	}
 	cv := confVersion
