@@ -41,6 +41,10 @@ const Name = "linen-reaper"
 // HoldLimit bounds how long a helper waits for its parent to exit.
 const HoldLimit = 10 * time.Second
 
+// ReleaseDelay is how long a helper keeps held descriptors after its
+// parent exited.
+var ReleaseDelay = 30 * time.Millisecond
+
 // Job is the work handed to a helper.
 type Job struct {
 	// NS is the namespace of the link to delete; nil for none.
@@ -146,8 +150,14 @@ func Main(args []string, stderr io.Writer) int {
 			code = 1
 		}
 	}
-	// Hold every inherited descriptor until the parent exits.
+	// Hold every inherited descriptor until the parent exits, and a little
+	// longer: the kernel's destroy work of the parent's last netfilter
+	// transaction finishes within about one grace period, after which the
+	// release finds nothing pending and neither waits nor stalls the
+	// namespace's next transaction (the release flushes pending work while
+	// holding nf_tables' commit mutex).
 	waitEOF(parent, HoldLimit)
+	time.Sleep(ReleaseDelay)
 	return code
 }
 

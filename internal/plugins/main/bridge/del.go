@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
@@ -58,19 +59,24 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 	}
 	defer filters.close()
 
+	t0 := time.Now()
 	del := reaper.Begin(a.NS, pod, link, env.Detach, filters.hold())
+	t1 := time.Now()
 	var errs []error
 	if conf.IPAMType != "" {
 		if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	t2 := time.Now()
 	if err := filters.del(a, conf, podIPs); err != nil {
 		errs = append(errs, err)
 	}
+	t3 := time.Now()
 	if err := del.Finish(); err != nil {
 		errs = append(errs, err)
 	}
+	env.Log.Debug("bridge DEL", "helper", t1.Sub(t0), "ipam", t2.Sub(t1), "netfilter", t3.Sub(t2), "link", time.Since(t3))
 	return errors.Join(errs...)
 }
 
