@@ -25,7 +25,8 @@ containerd links it), and print medians, p90, p99 and the ratios.
 Chains: (a) bridge + host-local; (b) bridge with ipMasq + host-local +
 portmap with one hostPort per pod, also with many pods already present.
 Cases: sequential ADDs then DELs, rounds of concurrent operations, and for
-(b) ADD+DEL cycles on an empty node and on a node with --scale pods.
+(b) --scale-sample ADDs (then DELs) onto an empty node and onto a node
+with --scale pods already present.
 
 Everything runs inside a network namespace the benchmark creates (lb-*),
 removed at the end. Needs root and Debian's containernetworking-plugins.`)
@@ -33,7 +34,7 @@ removed at the end. Needs root and Debian's containernetworking-plugins.`)
 	conc := fs.Int("concurrency", 20, "operations launched at once")
 	rounds := fs.Int("rounds", 5, "concurrent rounds")
 	scale := fs.Int("scale", 300, "pods present for the scale case of chain (b)")
-	sample := fs.Int("scale-sample", 50, "ADD+DEL cycles measured at 0 and at --scale pods")
+	sample := fs.Int("scale-sample", 50, "ADDs (then DELs) measured on an empty node and with --scale pods present")
 	chains := fs.String("chains", "a,b", "chains to run: a, b or a,b")
 	from := fs.String("linen-cni", defaultFrom(), "linen-cni `binary` to measure")
 	ref := fs.String("ref-dir", "/usr/lib/cni", "reference plugin `directory`")

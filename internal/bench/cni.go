@@ -34,7 +34,7 @@ type CNIOptions struct {
 	Concurrency int      // operations launched at once (default 20)
 	Rounds      int      // concurrent rounds per case (default 5)
 	ScalePods   int      // pods present for the scale case (default 300)
-	ScaleSample int      // ADD+DEL cycles measured at 0 and at ScalePods (default 50)
+	ScaleSample int      // ADDs (then DELs) measured on an empty node and with ScalePods present (default 50)
 	Chains      []string // "a" (bridge + host-local), "b" (+ ipMasq + portmap); default both
 	LinenCNI    string   // path of the linen-cni binary
 	RefDir      string   // reference plugins (default /usr/lib/cni)
@@ -283,13 +283,14 @@ func (c *benchCase) run(ctx context.Context) error {
 	if c.chain != "b" {
 		return nil
 	}
-	// Scale: ADD+DEL cycles on an empty node, then with ScalePods present.
+	// Scale: ScaleSample ADDs onto an empty node, then as many DELs; the
+	// same with ScalePods other pods present.
 	a0, d0 := c.series("0 pods present", "ADD"), c.series("0 pods present", "DEL")
 	for i := 0; i < c.o.ScaleSample; i++ {
-		name := fmt.Sprintf("z%d", i)
-		if c.add(ctx, a0, name, 3000+i) {
-			c.del(ctx, d0, name)
-		}
+		c.add(ctx, a0, fmt.Sprintf("z%d", i), 3000+i)
+	}
+	for i := 0; i < c.o.ScaleSample; i++ {
+		c.del(ctx, d0, fmt.Sprintf("z%d", i))
 	}
 	fill := &Series{}
 	for i := 0; i < c.o.ScalePods; i++ {
@@ -297,10 +298,10 @@ func (c *benchCase) run(ctx context.Context) error {
 	}
 	an, dn := c.series(fmt.Sprintf("%d pods present", c.o.ScalePods), "ADD"), c.series(fmt.Sprintf("%d pods present", c.o.ScalePods), "DEL")
 	for i := 0; i < c.o.ScaleSample; i++ {
-		name := fmt.Sprintf("y%d", i)
-		if c.add(ctx, an, name, 5000+i) {
-			c.del(ctx, dn, name)
-		}
+		c.add(ctx, an, fmt.Sprintf("y%d", i), 5000+i)
+	}
+	for i := 0; i < c.o.ScaleSample; i++ {
+		c.del(ctx, dn, fmt.Sprintf("y%d", i))
 	}
 	for i := 0; i < c.o.ScalePods; i++ {
 		c.del(ctx, fill, fmt.Sprintf("f%d", i))

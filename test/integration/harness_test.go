@@ -154,22 +154,27 @@ func newRuntime(t *testing.T, host *netns.NS, path ...string) *cniRuntime {
 
 func (r *cniRuntime) add(t *testing.T, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) *current.Result {
 	t.Helper()
+	res, err := r.tryAdd(list, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// tryAdd is add for goroutines other than the test's.
+func (r *cniRuntime) tryAdd(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (*current.Result, error) {
 	var res types.Result
 	var err error
 	if derr := r.host.Do(func() error {
 		res, err = r.cni.AddNetworkList(context.Background(), list, rt)
 		return nil
 	}); derr != nil {
-		t.Fatal(derr)
+		return nil, derr
 	}
 	if err != nil {
-		t.Fatalf("ADD %s: %v", list.Name, err)
+		return nil, fmt.Errorf("ADD %s: %w", list.Name, err)
 	}
-	cr, err := current.NewResultFromResult(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cr
+	return current.NewResultFromResult(res)
 }
 
 func (r *cniRuntime) do(t *testing.T, verb string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {

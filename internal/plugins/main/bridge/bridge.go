@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -56,7 +57,17 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	}
 	defer pod.Close()
 
+	// Step timings, logged at debug level (LINEN_LOG=debug).
+	var steps []any
+	last := time.Now()
+	mark := func(name string) {
+		now := time.Now()
+		steps = append(steps, name, now.Sub(last))
+		last = now
+	}
+	defer func() { env.Log.Debug("bridge ADD", steps...) }()
 	br, err := ensureBridge(host, conf)
+	mark("bridge")
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +117,9 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 		return res, nil
 	}
 
+	mark("veth")
 	ipamRes, err := env.DelegateAdd(ctx, conf.IPAMType, a, a.StdinData)
+	mark("ipam")
 	if err != nil {
 		return nil, err
 	}
@@ -144,9 +157,11 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	if err := a.NS.Do(func() error { return podSysctls(a.IfName, hasV6, conf.EnableDAD) }); err != nil {
 		return nil, err
 	}
+	mark("sysctl")
 	if err := ipcfg.Configure(pod, a.NS, podLink, res.IPs, res.Routes, ipcfg.Options{DAD: conf.EnableDAD}); err != nil {
 		return nil, err
 	}
+	mark("addresses")
 
 	if conf.IsGateway {
 		if err := ensureGateways(host, br, res.IPs, conf.ForceAddress); err != nil {
@@ -157,6 +172,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 		}
 	}
 
+	mark("gateway")
 	if conf.IPMasq || conf.MacSpoofChk {
 		undoNft, err := addFilters(a, conf, res, hostVeth.Attrs().Name, podLink.Attrs().HardwareAddr)
 		if err != nil {
@@ -165,6 +181,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 		undo = append(undo, undoNft)
 	}
 
+	mark("netfilter")
 	// Refresh the bridge's MAC: it may change when the first port joins.
 	if l, lerr := host.LinkByIndex(br.Attrs().Index); lerr == nil {
 		res.Interfaces[0].Mac = l.Attrs().HardwareAddr.String()
@@ -298,41 +315,52 @@ func podSysctls(ifName string, v6, dad bool) error {
 // bridge. An address of the same family that overlaps the subnet but is not
 // the gateway is an error unless forceAddress replaces it; addresses of
 // unrelated subnets stay (several networks may share one bridge).
+//
+// The common case — the gateway is already there — costs one request: the
+// add answers EEXIST. Only a gateway that was missing leads to listing the
+// bridge's addresses (a dump of every address in the namespace, which
+// grows with the number of pods) to look for a conflicting one.
 func ensureGateways(h *netlink.Handle, br netlink.Link, ips []*current.IPConfig, force bool) error {
-	have, err := nl.Retry(func() ([]netlink.Addr, error) { return h.AddrList(br, netlink.FAMILY_ALL) })
-	if err != nil {
-		return fmt.Errorf("list addresses of %q: %w", br.Attrs().Name, err)
-	}
-next:
+	name := br.Attrs().Name
 	for _, ip := range ips {
 		if ip.Gateway == nil {
 			continue
 		}
 		want := &net.IPNet{IP: ip.Gateway, Mask: ip.Address.Mask}
-		for _, a := range have {
-			if a.IP.Equal(want.IP) {
-				continue next
-			}
-		}
-		for _, a := range have {
-			if (a.IP.To4() != nil) != (want.IP.To4() != nil) || a.IP.IsLinkLocalUnicast() {
-				continue
-			}
-			if a.IPNet.Contains(want.IP) || want.Contains(a.IP) {
-				if !force {
-					return fmt.Errorf("bridge %q already has address %s, not gateway %s (set forceAddress to replace it)", br.Attrs().Name, a.IPNet, want)
-				}
-				if err := h.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-					return fmt.Errorf("remove %s from %q: %w", a.IPNet, br.Attrs().Name, err)
-				}
-			}
-		}
 		addr := &netlink.Addr{IPNet: want}
 		if want.IP.To4() == nil {
 			addr.Flags = unix.IFA_F_NODAD
 		}
-		if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add gateway %s to %q: %w", want, br.Attrs().Name, err)
+		err := h.AddrAdd(br, addr)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("add gateway %s to %q: %w", want, name, err)
+		}
+		have, err := nl.Retry(func() ([]netlink.Addr, error) { return h.AddrList(br, netlink.FAMILY_ALL) })
+		if err != nil {
+			return fmt.Errorf("list addresses of %q: %w", name, err)
+		}
+		for _, a := range have {
+			if a.IP.Equal(want.IP) || (a.IP.To4() != nil) != (want.IP.To4() != nil) || a.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			if !a.IPNet.Contains(want.IP) && !want.Contains(a.IP) {
+				continue
+			}
+			if !force {
+				_ = h.AddrDel(br, addr)
+				return fmt.Errorf("bridge %q already has address %s, not gateway %s (set forceAddress to replace it)", name, a.IPNet, want)
+			}
+			if err := h.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("remove %s from %q: %w", a.IPNet, name, err)
+			}
+			// Deleting a primary address can take its secondaries (ours)
+			// with it: put the gateway back.
+			if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("add gateway %s to %q: %w", want, name, err)
+			}
 		}
 	}
 	return nil

@@ -157,3 +157,32 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 	}
 	return m
 }
+
+// A bridge that carries another address of the gateway's subnet (after a
+// subnet change) refuses ADD, leaving nothing, unless forceAddress replaces
+// the address.
+func TestForceAddress(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	nfttest.Bridge(t, host, "ltbrf")
+	nfttest.Addr(t, host, "ltbrf", "10.81.0.200/24")
+	dir := t.TempDir()
+	c := conf("1.0.0", "ltbrf", "", hostLocal(dir, "10.81.0.0/24"))
+	out, cerr := plugintest.Invoke(host, env, Plugin(), plugintest.Call{Command: "ADD", ContainerID: "f1", NS: pod, IfName: "eth0", Conf: c})
+	if cerr == nil || !strings.Contains(cerr.Msg, "forceAddress") {
+		t.Fatalf("ADD without forceAddress: %s %v", out, cerr)
+	}
+	assertNoLink(t, pod, "eth0")
+	c = conf("1.0.0", "ltbrf", `,"forceAddress":true`, hostLocal(dir, "10.81.0.0/24"))
+	plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "f1", NS: pod, IfName: "eth0", Conf: c})
+	h := nfttest.Handle(t, host)
+	br, _ := h.LinkByName("ltbrf")
+	addrs, _ := h.AddrList(br, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.81.0.1/24" {
+		t.Errorf("bridge addresses %v, want only 10.81.0.1/24", addrs)
+	}
+	if err := plugintest.Ping(pod, "10.81.0.1"); err != nil {
+		t.Error(err)
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "f1", NS: pod, IfName: "eth0", Conf: c})
+}
