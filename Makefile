@@ -6,7 +6,7 @@
 
 GO      ?= go
 BIN     := bin
-DEBPKGS := iproute2 nftables iperf3 iputils-ping containernetworking-plugins conntrack
+DEBPKGS := iproute2 nftables iptables iperf3 iputils-ping containernetworking-plugins conntrack
 
 .PHONY: all build deps lint unit test bench demo clean fuzz
 

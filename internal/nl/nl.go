@@ -98,3 +98,18 @@ func CreateVeth(host, pod *netlink.Handle, v Veth) (netlink.Link, error) {
 func VethPeerIndex(l netlink.Link) int {
 	return l.Attrs().ParentIndex
 }
+
+// Handles opens a netlink handle in the calling thread's namespace (the
+// host, for a plugin) and one bound to pod. close releases both.
+func Handles(pod *netns.NS) (host, podH *netlink.Handle, close func(), err error) {
+	host, err = netlink.NewHandle()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open netlink: %w", err)
+	}
+	podH, err = netlink.NewHandleAt(pod.Handle())
+	if err != nil {
+		host.Close()
+		return nil, nil, nil, fmt.Errorf("open netlink in %q: %w", pod.Path(), err)
+	}
+	return host, podH, func() { host.Close(); podH.Close() }, nil
+}

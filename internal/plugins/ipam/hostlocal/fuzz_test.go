@@ -2,12 +2,14 @@ package hostlocal
 
 import (
 	"testing"
+
+	"linen.dev/linen/internal/plugins/plugintest"
 )
 
 // FuzzParseConfig feeds arbitrary stdin and CNI_ARGS to the configuration
 // decoders. They must never panic, and what validates must be usable.
 func FuzzParseConfig(f *testing.F) {
-	for _, ex := range readmeExamples(f) {
+	for _, ex := range plugintest.ReadmeExamples(f, "README.md") {
 		f.Add(ex, "")
 	}
 	f.Add([]byte(`{"cniVersion":"0.1.0","name":"n","ipam":{"subnet":"10.0.0.0/30","routes":[{"dst":"::/0"}]}}`), "IP=10.0.0.2")

@@ -1,11 +1,15 @@
 package static
 
-import "testing"
+import (
+	"testing"
+
+	"linen.dev/linen/internal/plugins/plugintest"
+)
 
 // FuzzParseConfig: the decoder and validator never panic, and a valid
 // configuration always yields a result.
 func FuzzParseConfig(f *testing.F) {
-	for _, ex := range readmeExamples(f) {
+	for _, ex := range plugintest.ReadmeExamples(f, "README.md") {
 		f.Add(ex, "")
 	}
 	f.Add([]byte(`{"name":"n","ipam":{"addresses":[{"address":"10.0.0.1/24"}]}}`), "IP=10.0.0.2/24;GATEWAY=10.0.0.1")

@@ -1,31 +1,13 @@
 package static
 
 import (
-	"os"
-	"regexp"
 	"testing"
+
+	"linen.dev/linen/internal/plugins/plugintest"
 )
 
-var jsonBlock = regexp.MustCompile("(?s)```json\n(.*?)```")
-
-func readmeExamples(t testing.TB) [][]byte {
-	t.Helper()
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for _, m := range jsonBlock.FindAllSubmatch(b, -1) {
-		out = append(out, m[1])
-	}
-	if len(out) == 0 {
-		t.Fatal("README.md has no ```json examples")
-	}
-	return out
-}
-
 func TestReadmeExamples(t *testing.T) {
-	for i, ex := range readmeExamples(t) {
+	for i, ex := range plugintest.ReadmeExamples(t, "README.md") {
 		c, err := ParseConfig(ex, "")
 		if err != nil {
 			t.Errorf("example %d does not parse: %v\n%s", i, err, ex)

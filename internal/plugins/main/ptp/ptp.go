@@ -87,24 +87,14 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	if err != nil {
 		return nil, err
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-		}
-	}()
-	host, err := netlink.NewHandle()
+	host, pod, closeNL, err := nl.Handles(a.NS)
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return nil, err
 	}
-	defer host.Close()
-	pod, err := netlink.NewHandleAt(a.NS.Handle())
-	if err != nil {
-		return nil, fmt.Errorf("open netlink in %q: %w", a.Netns, err)
-	}
-	defer pod.Close()
+	defer closeNL()
+	// Registered after closeNL, so it runs first, while the handles are open.
+	var undo pluginmain.Undo
+	defer undo.OnError(&err)
 	if _, err := pod.LinkByName(a.IfName); err == nil {
 		return nil, pluginmain.Errorf(pluginmain.CodeInvalidEnv, "CNI_IFNAME: interface %q already exists in %s", a.IfName, a.Netns)
 	}
@@ -113,7 +103,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	if err != nil {
 		return nil, err
 	}
-	undo = append(undo, func() { _ = env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData) })
+	undo.Push(func() { _ = env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData) })
 	if len(ipamRes.IPs) == 0 {
 		return nil, errors.New("IPAM plugin returned no IP addresses")
 	}
@@ -133,7 +123,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 		}
 		return nil, err
 	}
-	undo = append(undo, func() { _ = host.LinkDel(hostVeth) })
+	undo.Push(func() { _ = host.LinkDel(hostVeth) })
 	podLink, err := pod.LinkByName(a.IfName)
 	if err != nil {
 		return nil, fmt.Errorf("find %q in %s: %w", a.IfName, a.Netns, err)
@@ -234,7 +224,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 		if err != nil {
 			return nil, err
 		}
-		undo = append(undo, undoMasq)
+		undo.Push(undoMasq)
 	}
 	return res, nil
 }
