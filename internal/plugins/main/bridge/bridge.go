@@ -154,7 +154,15 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	mark("addresses")
 
 	if conf.IsGateway {
-		if err := ensureGateways(host, br, res.IPs, conf.ForceAddress); err != nil {
+		gw := br
+		if conf.Vlan != 0 {
+			// The gateway of a VLAN network lives on a VLAN interface
+			// of the bridge, "<bridge>.<vlan>".
+			if gw, err = ensureVlanGateway(host, br, conf.Vlan); err != nil {
+				return nil, err
+			}
+		}
+		if err := ensureGateways(host, gw, res.IPs, conf.ForceAddress); err != nil {
 			return nil, err
 		}
 		if err := enableForwarding(res.IPs); err != nil {
@@ -203,6 +211,9 @@ func ensureBridge(h *netlink.Handle, conf *Config) (netlink.Link, error) {
 		br.VlanFiltering = &on
 	}
 	if err := h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+		if br.VlanFiltering != nil && errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, fmt.Errorf("create bridge %q with VLAN filtering (vlan, vlanTrunk): the kernel's bridge lacks VLAN filtering: %w", conf.Bridge, err)
+		}
 		return nil, fmt.Errorf("create bridge %q: %w", conf.Bridge, err)
 	}
 	l, err = h.LinkByName(conf.Bridge)
@@ -237,6 +248,35 @@ func fixBridge(h *netlink.Handle, l netlink.Link, conf *Config) error {
 		}
 	}
 	return nil
+}
+
+// ensureVlanGateway finds or creates the VLAN interface "<bridge>.<vid>" on
+// the bridge and makes the bridge itself a tagged member of the VLAN, so
+// that frames of the VLAN reach it. It needs the kernel's 8021q support.
+func ensureVlanGateway(h *netlink.Handle, br netlink.Link, vid int) (netlink.Link, error) {
+	name := fmt.Sprintf("%s.%d", br.Attrs().Name, vid)
+	if len(name) > 15 {
+		return nil, pluginmain.Errorf(pluginmain.CodeInvalidConfig, "vlan: gateway interface name %q would be longer than 15 bytes", name)
+	}
+	if err := h.BridgeVlanAdd(br, uint16(vid), false, false, true, false); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("add VLAN %d to bridge %q: %w", vid, br.Attrs().Name, err)
+	}
+	if l, err := h.LinkByName(name); err == nil {
+		if l.Attrs().Flags&net.FlagUp == 0 {
+			if err := h.LinkSetUp(l); err != nil {
+				return nil, fmt.Errorf("set %q up: %w", name, err)
+			}
+		}
+		return l, nil
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = name
+	la.ParentIndex = br.Attrs().Index
+	la.Flags = net.FlagUp
+	if err := h.LinkAdd(&netlink.Vlan{LinkAttrs: la, VlanId: vid}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create VLAN gateway interface %q (needs the 8021q module): %w", name, err)
+	}
+	return h.LinkByName(name)
 }
 
 // setupPort applies the per-port bridge options to the host veth.

@@ -15,6 +15,7 @@ import (
 	"linen.dev/linen/internal/netns/nstest"
 	"linen.dev/linen/internal/nft/nfttest"
 	"linen.dev/linen/internal/plugins/ipam/hostlocal"
+	"linen.dev/linen/internal/plugins/ipam/static"
 	"linen.dev/linen/internal/plugins/pluginmain"
 	"linen.dev/linen/internal/plugins/plugintest"
 )
@@ -185,4 +186,137 @@ func TestForceAddress(t *testing.T) {
 		t.Error(err)
 	}
 	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "f1", NS: pod, IfName: "eth0", Conf: c})
+}
+
+// Options on the pod interface: requested MAC (runtimeConfig), MTU on both
+// veth ends, dual stack with default routes from isDefaultGateway, and IPv6
+// traffic to the gateway without waiting for DAD.
+func TestDualStackMTUAndMAC(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	ipam := fmt.Sprintf(`{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.82.0.0/24"}],[{"subnet":"fd00:82::/64"}]]}`, t.TempDir())
+	c := []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"ltds","type":"bridge","bridge":"ltbrds","isDefaultGateway":true,"mtu":1400,"runtimeConfig":{"mac":"02:00:00:00:82:01"},"ipam":%s}`, ipam))
+	r := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "ds", NS: pod, IfName: "eth0", Conf: c})
+	if len(r.IPs) != 2 {
+		t.Fatalf("IPs %v, want one per family", r.IPs)
+	}
+	if r.Interfaces[2].Mac != "02:00:00:00:82:01" {
+		t.Errorf("pod MAC %s", r.Interfaces[2].Mac)
+	}
+	h := nfttest.Handle(t, pod)
+	l, _ := h.LinkByName("eth0")
+	if l.Attrs().MTU != 1400 || l.Attrs().HardwareAddr.String() != "02:00:00:00:82:01" {
+		t.Errorf("eth0 mtu %d mac %s", l.Attrs().MTU, l.Attrs().HardwareAddr)
+	}
+	hh := nfttest.Handle(t, host)
+	hv, _ := hh.LinkByName(r.Interfaces[1].Name)
+	if hv.Attrs().MTU != 1400 {
+		t.Errorf("host veth mtu %d", hv.Attrs().MTU)
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, _ := h.RouteList(l, fam)
+		found := false
+		for _, rt := range routes {
+			if rt.Gw != nil && (rt.Dst == nil || rt.Dst.IP.IsUnspecified()) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no default route for family %d: %v", fam, routes)
+		}
+	}
+	for _, gw := range []string{"10.82.0.1", "fd00:82::1"} {
+		if err := plugintest.Ping(pod, gw); err != nil {
+			t.Errorf("ping %s: %v", gw, err)
+		}
+	}
+	plugintest.Must(t, host, env, Plugin(), "CHECK", plugintest.Call{ContainerID: "ds", NS: pod, IfName: "eth0", Conf: withPrev(t, c, r)})
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "ds", NS: pod, IfName: "eth0", Conf: c})
+}
+
+// requireVlanFiltering skips when the kernel's bridge has no VLAN filtering.
+func requireVlanFiltering(t *testing.T, host *netns.NS) {
+	t.Helper()
+	la := netlink.NewLinkAttrs()
+	la.Name = "ltvfprobe"
+	on := true
+	h := nfttest.Handle(t, host)
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la, VlanFiltering: &on}); err != nil {
+		t.Skipf("skipped: this kernel's bridge has no VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): %v", err)
+	}
+	_ = h.LinkDel(&netlink.Bridge{LinkAttrs: la})
+}
+
+// staticPods adds pods with fixed addresses to one bridge network whose
+// options are extra.
+func staticPods(t *testing.T, host *netns.NS) func(id, extra, ip string) *netns.NS {
+	env := plugintest.Env(pluginmain.NewRegistry(static.Plugin()))
+	return func(id, extra, ip string) *netns.NS {
+		ns := nstest.New(t)
+		c := []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ltvl","type":"bridge","bridge":"ltbrvl"%s,"ipam":{"type":"static","addresses":[{"address":"%s/24"}]}}`, extra, ip))
+		plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: id, NS: ns, IfName: "eth0", Conf: c})
+		t.Cleanup(func() {
+			plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: id, NS: ns, IfName: "eth0", Conf: c})
+		})
+		return ns
+	}
+}
+
+// VLAN filtering: pods on VLAN 10 reach each other, a pod on VLAN 20 on the
+// same bridge does not reach them.
+func TestVlanFiltering(t *testing.T) {
+	host := nstest.New(t)
+	requireVlanFiltering(t, host)
+	add := staticPods(t, host)
+	a := add("v10a", `,"vlan":10`, "10.83.0.2")
+	add("v10b", `,"vlan":10`, "10.83.0.3")
+	add("v20", `,"vlan":20`, "10.83.0.4")
+	add("trunk", `,"vlanTrunk":[{"minID":10,"maxID":20}]`, "10.83.0.9")
+	if err := plugintest.Ping(a, "10.83.0.3"); err != nil {
+		t.Errorf("same VLAN: %v", err)
+	}
+	if err := plugintest.Ping(a, "10.83.0.4"); err == nil {
+		t.Error("a pod on VLAN 10 reached one on VLAN 20")
+	}
+}
+
+// Isolated ports do not reach each other but do reach ordinary ports.
+func TestPortIsolation(t *testing.T) {
+	host := nstest.New(t)
+	add := staticPods(t, host)
+	i1 := add("iso1", `,"portIsolation":true`, "10.83.0.5")
+	add("iso2", `,"portIsolation":true`, "10.83.0.6")
+	add("open3", ``, "10.83.0.7")
+	if err := plugintest.Ping(i1, "10.83.0.6"); err == nil {
+		t.Error("two isolated ports reached each other")
+	}
+	if err := plugintest.Ping(i1, "10.83.0.7"); err != nil {
+		t.Errorf("isolated port to a normal port: %v", err)
+	}
+}
+
+// A VLAN network's gateway lives on "<bridge>.<vlan>", which needs the
+// kernel's 8021q support.
+func TestVlanGateway(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	requireVlanFiltering(t, host)
+	h := nfttest.Handle(t, host)
+	la := netlink.NewLinkAttrs()
+	la.Name = "ltprobe"
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+		t.Fatal(err)
+	}
+	br, _ := h.LinkByName("ltprobe")
+	vla := netlink.NewLinkAttrs()
+	vla.Name, vla.ParentIndex = "ltprobe.5", br.Attrs().Index
+	if err := h.LinkAdd(&netlink.Vlan{LinkAttrs: vla, VlanId: 5}); err != nil {
+		t.Skipf("skipped: this kernel cannot create VLAN interfaces (8021q module missing): %v", err)
+	}
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	c := conf("1.0.0", "ltbrvg", `,"vlan":7`, hostLocal(t.TempDir(), "10.84.0.0/24"))
+	plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "vg", NS: pod, IfName: "eth0", Conf: c})
+	if err := plugintest.Ping(pod, "10.84.0.1"); err != nil {
+		t.Errorf("pod -> VLAN gateway: %v", err)
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "vg", NS: pod, IfName: "eth0", Conf: c})
 }
