@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -149,7 +150,10 @@ type cniRuntime struct {
 func newRuntime(t *testing.T, host *netns.NS, path ...string) *cniRuntime {
 	t.Helper()
 	cache := t.TempDir()
-	return &cniRuntime{host: host, cni: libcni.NewCNIConfigWithCacheDir(path, cache, nil), cache: cache}
+	// An explicit exec: libcni creates its default one lazily without a
+	// lock, which races when ADDs run concurrently.
+	ex := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
+	return &cniRuntime{host: host, cni: libcni.NewCNIConfigWithCacheDir(path, cache, ex), cache: cache}
 }
 
 func (r *cniRuntime) add(t *testing.T, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) *current.Result {
