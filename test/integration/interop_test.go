@@ -99,6 +99,12 @@ func TestLibcniChains(t *testing.T) {
 			if err := plugintest.Ping(pods[0], ips[1]); err != nil {
 				t.Errorf("pod0 -> pod1: %v", err)
 			}
+			if c.pm == "linen" {
+				// Hairpin: a pod reaches its own host port through the node.
+				if _, err := nfttest.TCP(pods[0], "198.51.100.1:18080", 3*time.Second); err != nil {
+					t.Errorf("pod0 -> its own host port: %v", err)
+				}
+			}
 			for k := range pods {
 				if _, err := nfttest.TCP(client, fmt.Sprintf("198.51.100.1:%d", 18080+k), 3*time.Second); err != nil {
 					t.Errorf("client -> host port %d: %v", 18080+k, err)
@@ -253,5 +259,32 @@ func assertClean(t *testing.T, host *netns.NS, pods []*netns.NS) {
 	}
 	if rs := nfttest.Nft(t, host, "list", "ruleset"); strings.Contains(rs, "elements = {") {
 		t.Errorf("nftables elements left:\n%s", rs)
+	}
+}
+
+// When CNI_PATH resolves the IPAM type to linen-cni itself, bridge runs
+// host-local in process; a reference host-local in CNI_PATH is exec'd.
+func TestInProcessDelegation(t *testing.T) {
+	nstest.RequireRoot(t)
+	for _, tc := range []struct {
+		ipam, want string
+	}{{"linen", "delegate in process"}, {"ref", "delegate by exec"}} {
+		t.Run(tc.ipam, func(t *testing.T) {
+			host, pod := nstest.New(t), nstest.New(t)
+			path := mixDir(t, map[string]string{"bridge": "linen", "host-local": tc.ipam})
+			conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ltdel","type":"bridge","bridge":"ltdel0","ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.72.0.0/24"}]]}}`, t.TempDir())
+			env := map[string]string{"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "d1", "CNI_NETNS": pod.Path(), "CNI_IFNAME": "eth0", "CNI_PATH": path, "LINEN_LOG": "debug"}
+			r := runPlugin(t, host, "bridge", env, []byte(conf))
+			if r.Code != 0 {
+				t.Fatalf("ADD: %s %s", r.Stdout, r.Stderr)
+			}
+			if !strings.Contains(r.Stderr, tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, r.Stderr)
+			}
+			env["CNI_COMMAND"] = "DEL"
+			if r := runPlugin(t, host, "bridge", env, []byte(conf)); r.Code != 0 {
+				t.Fatalf("DEL: %s %s", r.Stdout, r.Stderr)
+			}
+		})
 	}
 }

@@ -87,6 +87,9 @@ func (env *Env) delegate(ctx context.Context, cmd, pluginType string, a *Args, s
 		return nil, Errorf(CodeInvalidConfig, "ipam.type: plugin %q not found in CNI_PATH %q", pluginType, a.Path)
 	}
 	if p := env.inProcess(pluginType, bin); p != nil {
+		if env.Log != nil {
+			env.Log.Debug("delegate in process", "type", pluginType, "command", cmd)
+		}
 		sub := &Args{
 			Command: cmd, ContainerID: a.ContainerID, Netns: a.Netns, IfName: a.IfName,
 			Args: a.Args, Path: a.Path, NetnsOverride: a.NetnsOverride, StdinData: stdin,
@@ -103,6 +106,9 @@ func (env *Env) delegate(ctx context.Context, cmd, pluginType string, a *Args, s
 	iargs := &invoke.Args{
 		Command: cmd, ContainerID: a.ContainerID, NetNS: a.Netns, IfName: a.IfName,
 		PluginArgsStr: a.Args, Path: a.Path,
+	}
+	if env.Log != nil {
+		env.Log.Debug("delegate by exec", "type", pluginType, "command", cmd, "binary", bin)
 	}
 	ex := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: env.Stderr}}
 	if cmd == "ADD" {

@@ -320,3 +320,27 @@ func TestVlanGateway(t *testing.T) {
 	}
 	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "vg", NS: pod, IfName: "eth0", Conf: c})
 }
+
+// disableContainerInterface leaves the pod's interface down and unaddressed;
+// promiscMode puts the bridge in promiscuous mode.
+func TestNoContainerInterfaceAndPromisc(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry())
+	c := []byte(`{"cniVersion":"1.0.0","name":"ltl2","type":"bridge","bridge":"ltbrl2","promiscMode":true,"disableContainerInterface":true}`)
+	r := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "l2", NS: pod, IfName: "eth0", Conf: c})
+	if len(r.IPs) != 0 {
+		t.Errorf("IPs %v, want none", r.IPs)
+	}
+	l, err := nfttest.Handle(t, pod).LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		t.Error("eth0 is up")
+	}
+	br, _ := nfttest.Handle(t, host).LinkByName("ltbrl2")
+	if br.Attrs().Promisc == 0 {
+		t.Error("bridge is not promiscuous")
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "l2", NS: pod, IfName: "eth0", Conf: c})
+}
