@@ -8,18 +8,24 @@ import (
 	"linen.dev/linen/internal/plugins/main/bridge"
 	"linen.dev/linen/internal/plugins/main/loopback"
 	"linen.dev/linen/internal/plugins/main/ptp"
+	"linen.dev/linen/internal/plugins/meta/linen"
 	"linen.dev/linen/internal/plugins/meta/portmap"
 	"linen.dev/linen/internal/plugins/pluginmain"
 )
 
 // New returns a registry of every plugin.
 func New() *pluginmain.Registry {
-	return pluginmain.NewRegistry(
+	meta := linen.Plugin()
+	reg := pluginmain.NewRegistry(
 		bridge.Plugin(),
 		ptp.Plugin(),
 		loopback.Plugin(),
 		hostlocal.Plugin(),
 		static.Plugin(),
 		portmap.Plugin(),
+		meta,
 	)
+	// flannel's conflists name the meta-plugin "flannel".
+	reg.Add("flannel", meta)
+	return reg
 }
