@@ -14,7 +14,8 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(BIN)/linen-cni ./cmd/linen-cni
-	$(GO) build -trimpath -o $(BIN)/linen ./cmd/linen
+	$(GO) build -trimpath -ldflags=-s -o $(BIN)/linen ./cmd/linen
+	$(GO) build -trimpath -ldflags=-s -o $(BIN)/linen-etcd ./cmd/linen-etcd
 
 # Debian packages the tests and the demo use; installed only when missing.
 deps:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"linen.dev/linen/internal/bench"
 	"linen.dev/linen/internal/demo"
@@ -62,13 +63,18 @@ removed at the end. Needs root and Debian's containernetworking-plugins.`)
 
 func runDemo(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet(c, "linen demo", "[flags]", `
-Show linen on a simulated node: a network namespace plays the node, pods are
-created through the CNI chain bridge + host-local + portmap with linen's
-plugins, and every pod pings every other pod and the gateway. Everything is
-removed at the end (unless --keep). Needs root.`)
-	pods := fs.Int("pods", 2, "pods to create")
-	keep := fs.Bool("keep", false, "leave the node and pods in place")
-	from := fs.String("linen-cni", defaultFrom(), "linen-cni `binary` to use")
+Show linen end to end on this machine: a cluster of hosts simulated with
+network namespaces on an underlay switch, one etcd, "linen daemon" on every
+host, pods created through the CNI chain on each host. Prints the
+pod-to-pod connectivity matrix across hosts and the throughput pod to pod
+beside host to host, then removes everything (unless --keep, which leaves
+it for "linen cluster"). Needs root, iproute2 and iperf3.`)
+	hosts := fs.Int("hosts", 3, "hosts")
+	pods := fs.Int("pods", 2, "pods per host")
+	be := fs.String("backend", "vxlan", "backend: vxlan, host-gw or udp")
+	keep := fs.Bool("keep", false, "leave the cluster in place (linen cluster status --name ldemo)")
+	iperf := fs.Duration("iperf-time", 5*time.Second, "iperf3 duration (0 or less: skip)")
+	from := fs.String("linen-cni", defaultFrom(), "linen-cni `binary` to install on the hosts")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -76,7 +82,12 @@ removed at the end (unless --keep). Needs root.`)
 	if len(pos) != 0 {
 		return usagef("linen demo: unexpected argument %q", pos[0])
 	}
-	if err := demo.Run(ctx, demo.Options{Pods: *pods, LinenCNI: *from, Out: c.stdout, Keep: *keep}); err != nil {
+	it := *iperf
+	if it <= 0 {
+		it = -1
+	}
+	if err := demo.Run(ctx, demo.Options{Hosts: *hosts, PodsPerHost: *pods, Backend: *be, LinenCNI: *from,
+		Out: c.stdout, Keep: *keep, IperfTime: it}); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	return nil

@@ -42,7 +42,10 @@ func topCommands() []command {
 		{"pod", "attach, detach, check, list and garbage-collect pods", runPod},
 		{"status", "report whether the default network is ready", runStatus},
 		{"install", "install the linen-cni plugins into the CNI bin directory", runInstall},
-		{"demo", "show pods on a simulated node reaching each other", runDemo},
+		{"daemon", "run the node's overlay agent (flanneld's role)", runDaemon},
+		{"cluster", "build and inspect a simulated multi-host cluster", runCluster},
+		{"demo", "show pods on simulated hosts reaching each other", runDemo},
+		{"leases", "list or delete the subnet leases in etcd", runLeases},
 		{"bench", "measure linen against the reference plugins", runBench},
 		{"version", "print the version", runVersion},
 	}

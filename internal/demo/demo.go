@@ -1,196 +1,175 @@
-// Package demo shows linen working on a simulated node: a network namespace
-// plays the node, the CRI-side runtime creates pods through the conflist
-// bridge + host-local + portmap with linen's plugins, and the pods ping each
-// other and their gateway. Everything lives in namespaces the demo creates
-// (prefix "ld-") and is removed at the end; a crashed run is swept by the
-// next one.
+// Package demo shows linen end to end on one machine: a simulated cluster
+// (internal/sim) of hosts as network namespaces on an underlay switch, one
+// etcd, `linen daemon` on every host, pods created through the CNI chain on
+// each host; then every pod pings every other pod across hosts, TCP is
+// probed, and iperf3 measures pod-to-pod throughput beside host-to-host on
+// the same underlay. Everything is removed at the end unless Keep; a
+// crashed run is swept by the next one.
 package demo
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
+	"sort"
 	"text/tabwriter"
 	"time"
 
-	"linen.dev/linen/internal/netns"
-	"linen.dev/linen/internal/runtime"
+	"linen.dev/linen/internal/sim"
 )
-
-// NetnsPrefix starts the names of the demo's namespaces.
-const NetnsPrefix = "ld-"
 
 // Options configure Run.
 type Options struct {
-	Pods     int    // pods on the node (default 2)
-	LinenCNI string // the linen-cni binary
-	Out      io.Writer
-	Keep     bool // leave everything in place (prints how to clean up)
+	Hosts       int
+	PodsPerHost int
+	Backend     string // vxlan (default), host-gw, udp
+	Linen       string // the linen binary ("" = this executable)
+	LinenCNI    string // the linen-cni binary
+	Out         io.Writer
+	Keep        bool          // leave the cluster for `linen cluster`
+	IperfTime   time.Duration // 0 = 5 s; negative = skip
 }
 
-// Sweep removes namespaces of an earlier, crashed demo.
-func Sweep() { netns.SweepPrefix(netns.DefaultDir, NetnsPrefix) }
+// Prefix names the demo's cluster.
+const Prefix = "ldemo-"
 
-const conflist = `{
-  "cniVersion": "1.1.0",
-  "name": "demo",
-  "plugins": [
-    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "dataDir": %q,
-              "ranges": [[{"subnet": "10.244.1.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}`
-
-// Run builds the node, runs the probes, prints the results and tears
-// everything down (unless Keep).
-func Run(ctx context.Context, o Options) error {
-	if o.Pods < 2 {
-		o.Pods = 2
-	}
+// Run builds the cluster, probes it, prints the results and tears it down.
+func Run(ctx context.Context, o Options) (err error) {
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
-	say := func(format string, a ...any) { fmt.Fprintf(o.Out, format+"\n", a...) }
-	Sweep()
-	work, err := os.MkdirTemp("", "linen-demo-")
+	if o.Hosts == 0 {
+		o.Hosts = 3
+	}
+	if o.PodsPerHost == 0 {
+		o.PodsPerHost = 2
+	}
+	if o.Backend == "" {
+		o.Backend = "vxlan"
+	}
+	if o.IperfTime == 0 {
+		o.IperfTime = 5 * time.Second
+	}
+	fmt.Fprintf(o.Out, "linen demo: %d hosts x %d pods, backend %s\n", o.Hosts, o.PodsPerHost, o.Backend)
+	start := time.Now()
+	cl, err := sim.Up(ctx, sim.Options{Prefix: Prefix, Hosts: o.Hosts, PodsPerHost: o.PodsPerHost, Backend: o.Backend,
+		IPMasq: true, Linen: o.Linen, LinenCNI: o.LinenCNI, Out: o.Out})
 	if err != nil {
 		return err
 	}
-	if !o.Keep {
-		defer os.RemoveAll(work)
-	}
-	binDir := filepath.Join(work, "bin")
-	say("==> installing linen-cni plugins into %s", binDir)
-	if _, err := runtime.Install(ctx, runtime.InstallOptions{BinDir: binDir, From: o.LinenCNI}); err != nil {
-		return err
-	}
-	netDir := filepath.Join(work, "net.d")
-	if err := os.MkdirAll(netDir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(netDir, "10-demo.conflist"), []byte(fmt.Sprintf(conflist, filepath.Join(work, "ipam"))), 0o644); err != nil {
-		return err
-	}
-
-	hostName := NetnsPrefix + "node1"
-	say("==> creating the node: network namespace %s", hostName)
-	host, err := netns.NewNamed(netns.DefaultDir, hostName)
-	if err != nil {
-		return err
-	}
-	if !o.Keep {
-		defer func() {
-			host.Close()
-			_ = netns.DeleteNamed(host.Path())
-			Sweep()
-		}()
-	}
-	rt := &runtime.Runtime{
-		NetDir: netDir, BinDirs: []string{binDir},
-		CacheDir: filepath.Join(work, "cache"), StateDir: filepath.Join(work, "pods"),
-		NetnsPrefix: NetnsPrefix, HostNS: host,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	type podInfo struct {
-		name, ip, ns string
-		took         time.Duration
-	}
-	var pods []podInfo
-	for i := 1; i <= o.Pods; i++ {
-		name := fmt.Sprintf("pod%d", i)
-		start := time.Now()
-		p, err := rt.AddPod(ctx, runtime.PodSpec{Name: name, Namespace: "demo",
-			Capabilities: runtime.Capabilities{PortMappings: []runtime.PortMapping{{HostPort: 8080 + i, ContainerPort: 80, Protocol: "tcp"}}}})
-		if err != nil {
-			return fmt.Errorf("create %s: %w", name, err)
+	fmt.Fprintf(o.Out, "==> cluster up in %s\n", time.Since(start).Round(10*time.Millisecond))
+	defer func() {
+		if o.Keep {
+			fmt.Fprintf(o.Out, "==> kept: linen cluster status --name %s; remove with linen cluster down --name %s\n", Prefix[:len(Prefix)-1], Prefix[:len(Prefix)-1])
+			return
 		}
-		ips := p.IPs()
-		if len(ips) == 0 {
-			return fmt.Errorf("%s got no IP", name)
-		}
-		pi := podInfo{name: name, ip: ips[0].Addr().String(), ns: p.Netns, took: time.Since(start)}
-		pods = append(pods, pi)
-		say("==> pod %s: eth0 %s in %s (hostPort %d -> 80), set up in %s", name, ips[0], filepath.Base(p.Netns), 8080+i, pi.took.Round(100*time.Microsecond))
-	}
+		cl.Down(context.Background())
+		fmt.Fprintln(o.Out, "==> torn down: pods, daemons, etcd and namespaces removed")
+	}()
 
-	say("==> probing: ping from every pod to every other pod and to the gateway 10.244.1.1")
-	targets := []struct{ name, ip string }{{"gateway", "10.244.1.1"}}
+	pods := cl.Pods()
+	fmt.Fprintf(o.Out, "==> ping: every pod to every other pod (%d pairs)\n", len(pods)*(len(pods)-1))
+	res := sim.PingMatrix(ctx, pods)
+	failures := printMatrix(o.Out, pods, res)
+
+	fmt.Fprintln(o.Out, "==> tcp: every pod connects to every other pod")
+	tcpFail := 0
 	for _, p := range pods {
-		targets = append(targets, struct{ name, ip string }{p.name + " " + p.ip, p.ip})
-	}
-	tw := tabwriter.NewWriter(o.Out, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "from \\ to")
-	for _, t := range targets {
-		fmt.Fprintf(tw, "\t%s", t.name)
-	}
-	fmt.Fprintln(tw)
-	failures := 0
-	for _, p := range pods {
-		fmt.Fprintf(tw, "%s %s", p.name, p.ip)
-		ns, err := netns.Open(p.ns)
+		stop, err := sim.TCPServer(ctx, p, 7000)
 		if err != nil {
 			return err
 		}
-		for _, t := range targets {
-			if t.ip == p.ip {
+		defer stop()
+	}
+	for _, s := range pods {
+		for _, d := range pods {
+			if s.Name == d.Name {
+				continue
+			}
+			if _, err := sim.TCPProbe(s, d.IP, 7000); err != nil {
+				tcpFail++
+				fmt.Fprintf(o.Out, "    FAIL %v\n", err)
+			}
+		}
+	}
+	fmt.Fprintf(o.Out, "    %d/%d connections ok\n", len(pods)*(len(pods)-1)-tcpFail, len(pods)*(len(pods)-1))
+
+	if o.IperfTime > 0 && len(cl.State.Hosts) >= 2 {
+		if _, err := exec.LookPath("iperf3"); err != nil {
+			fmt.Fprintln(o.Out, "==> throughput: skipped (iperf3 not installed)")
+		} else {
+			fmt.Fprintf(o.Out, "==> throughput: iperf3, %s, 1 TCP stream\n", o.IperfTime)
+			h1, h2 := cl.HostEndpoint(1), cl.HostEndpoint(2)
+			var p1, p2 sim.Endpoint
+			for _, p := range pods {
+				if p.Name[:3] == "h1/" && p1.Name == "" {
+					p1 = p
+				}
+				if p.Name[:3] == "h2/" && p2.Name == "" {
+					p2 = p
+				}
+			}
+			tw := tabwriter.NewWriter(o.Out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "    path\tGbit/s\tretransmits\tsender CPU %")
+			for _, c := range []struct {
+				name     string
+				src, dst sim.Endpoint
+			}{{"host h1 -> host h2 (underlay)", h1, h2}, {fmt.Sprintf("pod %s -> pod %s (%s)", p1.Name, p2.Name, o.Backend), p1, p2}} {
+				r, err := sim.Iperf3(ctx, c.src, c.dst, o.IperfTime, 1)
+				if err != nil {
+					fmt.Fprintf(tw, "    %s\tfailed: %v\n", c.name, err)
+					continue
+				}
+				fmt.Fprintf(tw, "    %s\t%.1f\t%d\t%.0f\n", c.name, r.Gbps, r.Retransmits, r.SenderCPU)
+			}
+			tw.Flush()
+		}
+	}
+	if failures+tcpFail > 0 {
+		return fmt.Errorf("%d ping and %d TCP probes failed", failures, tcpFail)
+	}
+	fmt.Fprintf(o.Out, "all %d pods on %d hosts reach each other\n", len(pods), len(cl.State.Hosts))
+	return nil
+}
+
+// printMatrix prints who reaches whom with the RTT, and returns the number
+// of failures.
+func printMatrix(w io.Writer, pods []sim.Endpoint, res []sim.Result) int {
+	byPair := map[[2]string]sim.Result{}
+	for _, r := range res {
+		byPair[[2]string{r.Src, r.Dst}] = r
+	}
+	names := make([]string, len(pods))
+	for i, p := range pods {
+		names[i] = p.Name
+	}
+	sort.Strings(names)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprint(tw, "    from \\ to")
+	for _, n := range names {
+		fmt.Fprintf(tw, "\t%s", n)
+	}
+	fmt.Fprintln(tw)
+	failures := 0
+	for _, s := range names {
+		fmt.Fprintf(tw, "    %s", s)
+		for _, d := range names {
+			if s == d {
 				fmt.Fprint(tw, "\t-")
 				continue
 			}
-			rtt, err := ping(ns, t.ip)
-			if err != nil {
+			r := byPair[[2]string{s, d}]
+			if r.Err != nil {
 				failures++
 				fmt.Fprint(tw, "\tFAIL")
 				continue
 			}
-			fmt.Fprintf(tw, "\tok %s", rtt)
+			fmt.Fprintf(tw, "\t%.3fms", float64(r.RTT)/float64(time.Millisecond))
 		}
-		ns.Close()
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	if o.Keep {
-		say("==> kept: namespaces %s*, work dir %s", NetnsPrefix, work)
-	} else {
-		for _, p := range pods {
-			if err := rt.DelPod(ctx, p.name); err != nil {
-				return fmt.Errorf("delete %s: %w", p.name, err)
-			}
-		}
-		say("==> torn down: pods deleted, node namespace removed")
-	}
-	if failures > 0 {
-		return fmt.Errorf("%d probes failed", failures)
-	}
-	say("all %d pods reach each other and their gateway", len(pods))
-	return nil
-}
-
-var rttRe = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
-
-// ping returns the average round-trip time of three echo requests.
-func ping(ns *netns.NS, ip string) (string, error) {
-	var out []byte
-	var perr error
-	err := ns.Do(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		out, perr = exec.CommandContext(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-q", ip).CombinedOutput()
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	if perr != nil {
-		return "", fmt.Errorf("ping %s: %v: %s", ip, perr, out)
-	}
-	if m := rttRe.FindSubmatch(out); m != nil {
-		return string(m[1]) + " ms", nil
-	}
-	return "", nil
+	return failures
 }
