@@ -14,6 +14,7 @@ import (
 func runBench(ctx context.Context, c *cli, args []string) error {
 	return dispatch(ctx, c, "linen bench", []command{
 		{"cni", "ADD/DEL latency of linen-cni against the reference plugins", runBenchCNI},
+		{"overlay", "cross-host throughput, RTT and control-plane timings per backend", runBenchOverlay},
 	}, args)
 }
 
@@ -91,4 +92,30 @@ it for "linen cluster"). Needs root, iproute2 and iperf3.`)
 		return fmt.Errorf("demo: %w", err)
 	}
 	return nil
+}
+
+func runBenchOverlay(ctx context.Context, c *cli, args []string) error {
+	fs := newFlagSet(c, "linen bench overlay", "[flags]", `
+For each backend, build a 2-host simulated cluster (linen cluster) and
+measure, in the same run: iperf3 TCP throughput host to host over the
+underlay and pod to pod across the hosts (1 and 4 streams), ping RTT of
+both, the daemons' CPU time during the pod transfer, the time from a
+daemon start to subnet.env, the time from a peer's lease landing in etcd
+to its route on the other host, and the daemon's RSS. Needs root and
+iperf3.`)
+	backends := fs.String("backends", "vxlan,host-gw,udp", "comma-separated backends")
+	dur := fs.Duration("time", 10*time.Second, "iperf3 duration per run")
+	pings := fs.Int("pings", 50, "pings per RTT figure")
+	udpOpts := fs.String("udp-options", "", "extra Backend keys for udp, as JSON members (e.g. '\"Offload\":{\"VnetHdr\":false}')")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("linen bench overlay: unexpected argument %q", pos[0])
+	}
+	rs, err := bench.RunOverlay(ctx, bench.OverlayOptions{Backends: strings.Split(*backends, ","), Duration: *dur, Pings: *pings,
+		BackendJS: map[string]string{"udp": *udpOpts}, Out: c.stderr})
+	bench.PrintOverlay(c.stdout, rs)
+	return err
 }

@@ -303,10 +303,10 @@ func (c *Cluster) waitSubnet(ctx context.Context, h *Host, timeout time.Duration
 			return env, nil
 		}
 		if !h.Daemon.alive() {
-			return nil, fmt.Errorf("daemon of %s exited (see %s)", h.Name, h.Daemon.Log)
+			return nil, fmt.Errorf("daemon of %s exited:\n%s", h.Name, logTail(h.Daemon.Log, 15))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("%s wrote no subnet.env within %v (see %s)", h.Name, timeout, h.Daemon.Log)
+			return nil, fmt.Errorf("%s wrote no subnet.env within %v:\n%s", h.Name, timeout, logTail(h.Daemon.Log, 15))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -430,3 +430,19 @@ func waitTCP(ctx context.Context, ns *netns.NS, addr string, timeout time.Durati
 
 // MarshalJSON of the cluster is its state.
 func (c *Cluster) MarshalJSON() ([]byte, error) { return json.Marshal(c.State) }
+
+// logTail returns the last n lines of a log file.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Linen is the linen binary the cluster runs.
+func (c *Cluster) Linen() string { return c.opts.Linen }

@@ -66,7 +66,13 @@ var pingRTT = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
 // Ping sends count echo requests from src to dst; it returns the average
 // round-trip time.
 func Ping(ctx context.Context, src Endpoint, dst string, count int) (time.Duration, error) {
-	out, err := Exec(ctx, src.Netns, time.Duration(count+5)*time.Second, "ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", "-q", dst)
+	return PingWait(ctx, src, dst, count, time.Second)
+}
+
+// PingWait is Ping with a per-reply timeout.
+func PingWait(ctx context.Context, src Endpoint, dst string, count int, wait time.Duration) (time.Duration, error) {
+	w := strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
+	out, err := Exec(ctx, src.Netns, time.Duration(count+5)*time.Second, "ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", w, "-q", dst)
 	if err != nil {
 		return 0, fmt.Errorf("ping %s from %s: %v: %s", dst, src.Name, err, out)
 	}

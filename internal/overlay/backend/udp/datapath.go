@@ -234,7 +234,7 @@ func (d *dataPath) unreachable(p []byte) {
 		return
 	}
 	var hdr [tun.VirtioNetHdrLen]byte
-	buf := make([]byte, 0, 64+20)
+	buf := make([]byte, 0, tun.VirtioNetHdrLen+28+60+8)
 	if d.dev.VnetHdr() {
 		buf = append(buf, hdr[:]...)
 	}
