@@ -57,10 +57,9 @@ const (
 // local is what the data path knows of this node's lease.
 type local struct {
 	subnet netip.Prefix // inner packets for other destinations are dropped on receive
-	// icmpSrc is the source of the ICMP errors written into the TUN: the
-	// network's first address, which no node ever leases (SubnetMin skips
-	// the first subnet). Not the TUN's own address: the kernel drops a
-	// packet arriving from one of its local addresses as a martian.
+	// icmpSrc is the source of the ICMP errors written into the TUN (see
+	// icmpSource). Not the TUN's own address: the kernel drops a packet
+	// arriving from one of its local addresses as a martian.
 	icmpSrc netip.Addr
 }
 
@@ -83,6 +82,15 @@ func newDataPath(dev tun.Device, conn packetConn, off Offload, st *counters, log
 	d.routes.Store(newTable(nil))
 	return d
 }
+
+// Batch sizes when every buffer may hold 64 KiB (TSO reads, UDP GRO
+// receives): each slot costs 64 KiB of resident memory (plus a split
+// buffer on the send side) once used, and beyond these sizes more slots
+// buy no throughput (measured).
+var (
+	tunBatchSuper = 4
+	rxBatchGRO    = 8
+)
 
 // tunBufLen holds the largest packet a TUN read returns: a 64 KiB
 // super-packet after its virtio header.
@@ -107,7 +115,7 @@ type txState struct {
 func (d *dataPath) newTxState() *txState {
 	nbuf := d.off.Batch
 	if d.dev.VnetHdr() {
-		nbuf = min(nbuf, 8) // each read may be 64 KiB
+		nbuf = min(nbuf, tunBatchSuper)
 	}
 	ts := &txState{bufs: make([][]byte, nbuf), sizes: make([]int, nbuf), splitBufs: make([][]byte, nbuf)}
 	for i := range ts.bufs {
@@ -263,7 +271,7 @@ func (d *dataPath) newRxState() *rxState {
 	rs.gro = rs.vnet && d.off.TCPGRO
 	nmsg := d.off.Batch
 	if d.off.UDPGRO {
-		nmsg = min(nmsg, 16) // each buffer may be 64 KiB
+		nmsg = min(nmsg, rxBatchGRO)
 	}
 	rs.ms = make([]rxMsg, nmsg)
 	for i := range rs.ms {

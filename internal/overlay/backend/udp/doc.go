@@ -18,9 +18,10 @@
 // addressed to this node's subnet), its TTL decremented, and it is written
 // into the device. A packet for a subnet nobody leases is answered with ICMP
 // net unreachable written back into the device (never for ICMP packets or
-// non-first fragments), from the Network's first address: it is never
-// leased, and the node's own addresses would make the kernel drop the
-// answer as a martian. The device lives as long as the process holds it, so
+// non-first fragments), from the Network's first address (no node's with
+// flannel's default SubnetMin; the last one if this node's subnet holds
+// it): the node's own addresses would make the kernel drop the answer as a
+// martian. The device lives as long as the process holds it, so
 // unlike vxlan and host-gw this data plane stops with the daemon (as
 // flannel's does).
 //

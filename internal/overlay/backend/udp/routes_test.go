@@ -104,3 +104,15 @@ func TestDecTTL(t *testing.T) {
 		}
 	}
 }
+
+func TestICMPSource(t *testing.T) {
+	for _, tc := range []struct{ network, own, want string }{
+		{"10.5.0.0/16", "10.5.1.0/24", "10.5.0.0"},
+		{"10.5.0.0/16", "10.5.0.0/24", "10.5.255.255"},
+		{"10.244.0.0/14", "10.244.0.0/24", "10.247.255.255"},
+	} {
+		if got := icmpSource(netip.MustParsePrefix(tc.network), netip.MustParsePrefix(tc.own)); got.String() != tc.want {
+			t.Errorf("icmpSource(%s, %s) = %s, want %s", tc.network, tc.own, got, tc.want)
+		}
+	}
+}

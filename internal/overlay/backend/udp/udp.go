@@ -180,7 +180,7 @@ func (b *Backend) Configure(own subnet.Lease) error {
 	return b.loop.Do(func() error {
 		b.own, b.hasOwn = own, true
 		sn := own.Subnet.Masked()
-		b.dp.local.Store(&local{subnet: sn, icmpSrc: b.net.Network.Masked().Addr()})
+		b.dp.local.Store(&local{subnet: sn, icmpSrc: icmpSource(b.net.Network, sn)})
 		if b.synced {
 			routes, _ := Desired(b.params(), b.leases)
 			b.dp.routes.Store(newTable(routes))
@@ -270,6 +270,23 @@ func (b *Backend) reconcileKernel() error {
 	sc := dataplane.Scope{Families: []int{netlink.FAMILY_V4}, Links: map[string]int{b.dev.Name(): l.Attrs().Index}}
 	_, err = b.ap.Apply(state, sc)
 	return err
+}
+
+// icmpSource picks the source of the ICMP errors the data path writes into
+// the TUN: an address of the network that is no node's, so that the kernel
+// neither drops the packet as coming from one of its own addresses nor
+// mistakes it for a pod. The network's first address, which is in the first
+// subnet (never leased with flannel's default SubnetMin); if this node's own
+// subnet holds it, the network's last address (a broadcast address).
+func icmpSource(network, own netip.Prefix) netip.Addr {
+	network = network.Masked()
+	if !own.Contains(network.Addr()) {
+		return network.Addr()
+	}
+	a := network.Addr().As4()
+	host := ^uint32(0) >> network.Bits()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
