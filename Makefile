@@ -6,9 +6,9 @@
 
 GO      ?= go
 BIN     := bin
-DEBPKGS := iproute2 nftables iptables iperf3 iputils-ping containernetworking-plugins conntrack
+DEBPKGS := iproute2 nftables iptables iperf3 iputils-ping containernetworking-plugins conntrack dnsmasq-base containerd runc
 
-.PHONY: all build deps lint unit test bench demo clean fuzz
+.PHONY: all build deps lint unit test test-vm bench demo clean fuzz
 
 all: build
 
@@ -38,7 +38,14 @@ unit:
 integration: build
 	LINEN_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./test/...
 
-test: deps lint build unit
+# Tests that need kernel modules this host may lack (ipvlan, 8021q, dummy,
+# bridge VLAN filtering) run in a qemu VM booting Debian's kernel; VM_PKGS
+# overrides the package list. See scripts/test-vm.md.
+VM_PKGS ?=
+test-vm: deps
+	VM_PKGS="$(VM_PKGS)" GO="$(GO)" ./scripts/test-vm.sh
+
+test: deps lint build unit test-vm
 
 fuzz:
 	./scripts/fuzz.sh 20s

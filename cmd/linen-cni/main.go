@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"linen.dev/linen/internal/plugins/ipam/dhcp"
 	"linen.dev/linen/internal/plugins/pluginmain"
 	"linen.dev/linen/internal/plugins/registry"
 	"linen.dev/linen/internal/reaper"
@@ -26,6 +27,14 @@ func run(args []string) int {
 	name := filepath.Base(args[0])
 	if name == reaper.Name {
 		return reaper.Main(args[1:], os.Stderr)
+	}
+	// The dhcp plugin's daemon: "dhcp daemon" (installed as dhcp) or
+	// "linen-cni dhcp daemon".
+	if name == "dhcp" && dhcp.IsDaemonCommand(args[1:]) {
+		return dhcp.DaemonMain(args[2:], os.Stderr)
+	}
+	if len(args) > 1 && args[1] == "dhcp" && dhcp.IsDaemonCommand(args[2:]) {
+		return dhcp.DaemonMain(args[3:], os.Stderr)
 	}
 	reg := registry.New()
 	p := reg.Lookup(name)
@@ -61,6 +70,9 @@ creates) or as "linen-cni PLUGIN" with the CNI_* environment and the
 network configuration on stdin.
 
   linen-cni --plugins    list the plugin names
+  linen-cni dhcp daemon [flags]
+                         run the daemon of the dhcp IPAM plugin
+                         (linen-cni dhcp daemon -h lists its flags)
 
 Plugins: %s
 `, strings.Join(reg.Names(), ", "))

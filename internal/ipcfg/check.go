@@ -51,7 +51,7 @@ func hasRoute(have []netlink.Route, want *netlink.Route) bool {
 		if !sameDst(r.Dst, want.Dst) {
 			continue
 		}
-		if want.Gw != nil && !want.Gw.Equal(r.Gw) {
+		if want.Gw != nil && !want.Gw.IsUnspecified() && !want.Gw.Equal(r.Gw) { // gw 0.0.0.0: on the link
 			continue
 		}
 		if want.Table != 0 && r.Table != want.Table {

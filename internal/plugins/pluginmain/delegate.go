@@ -63,6 +63,12 @@ func (env *Env) DelegateDel(ctx context.Context, pluginType string, a *Args, std
 	return err
 }
 
+// IPAMUsesLink reports whether the IPAM plugin of that type talks to the
+// network through the pod's interface on DEL (dhcp sends DHCPRELEASE out of
+// it), so that a main plugin must release the addresses before it deletes
+// the interface instead of overlapping the two.
+func IPAMUsesLink(pluginType string) bool { return pluginType == "dhcp" }
+
 // DelegateCheck runs CHECK of pluginType.
 func (env *Env) DelegateCheck(ctx context.Context, pluginType string, a *Args, stdin []byte) error {
 	_, err := env.delegate(ctx, "CHECK", pluginType, a, stdin)

@@ -59,14 +59,25 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 	}
 	defer filters.close()
 
+	var errs []error
+	ipamDel := func() {
+		if conf.IPAMType != "" {
+			if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// The release normally overlaps the link's deletion; an IPAM plugin
+	// that needs the interface for it goes first.
+	early := pluginmain.IPAMUsesLink(conf.IPAMType)
+	if early {
+		ipamDel()
+	}
 	t0 := time.Now()
 	del := reaper.Begin(a.NS, pod, link, env.Detach, filters.hold())
 	t1 := time.Now()
-	var errs []error
-	if conf.IPAMType != "" {
-		if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
-			errs = append(errs, err)
-		}
+	if !early {
+		ipamDel()
 	}
 	t2 := time.Now()
 	if err := filters.del(a, conf, podIPs); err != nil {

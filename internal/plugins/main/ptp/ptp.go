@@ -269,10 +269,21 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 		return err
 	}
 	defer masq.close()
-	del := reaper.Begin(a.NS, pod, link, env.Detach, masq.hold())
 	var errs []error
-	if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
-		errs = append(errs, err)
+	ipamDel := func() {
+		if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// The release normally overlaps the link's deletion; an IPAM plugin
+	// that needs the interface for it goes first.
+	early := pluginmain.IPAMUsesLink(conf.IPAMType)
+	if early {
+		ipamDel()
+	}
+	del := reaper.Begin(a.NS, pod, link, env.Detach, masq.hold())
+	if !early {
+		ipamDel()
 	}
 	if err := masq.del(a, conf, link, pod); err != nil {
 		errs = append(errs, err)

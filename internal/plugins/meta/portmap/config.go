@@ -162,6 +162,7 @@ func parsePortMappings(raw []byte, path string, fe *pluginmain.FieldErrors) []nf
 			fe.Add(f, "must be an object {hostPort, containerPort, protocol, hostIP}")
 			continue
 		}
+		canonicalKeys(m, "hostPort", "containerPort", "protocol", "hostIP")
 		pm, ok := nft.PortMapping{Protocol: nft.TCP}, true
 		port := func(key string) uint16 {
 			v, present := m[key]
@@ -309,4 +310,26 @@ func (c *Config) entry(containerID, ifName string) (nft.PortMapEntry, error) {
 func conflictError(err *nft.PortConflictError) error {
 	return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "%s: %v",
 		pluginmain.Idx("runtimeConfig.portMappings", err.Mapping), err)
+}
+
+// canonicalKeys renames a key that matches one of names case-insensitively
+// to that name, as encoding/json matches struct fields (and so the
+// reference plugin does): containerd's go-cni sends {"HostPort", "ContainerPort",
+// "Protocol", "HostIP"}. An exact key wins; among other spellings the
+// lexically first one does, so the result never depends on map order.
+func canonicalKeys(m map[string]json.RawMessage, names ...string) {
+	for _, n := range names {
+		if _, ok := m[n]; ok {
+			continue
+		}
+		best := ""
+		for k := range m {
+			if strings.EqualFold(k, n) && (best == "" || k < best) {
+				best = k
+			}
+		}
+		if best != "" {
+			m[n] = m[best]
+		}
+	}
 }

@@ -43,6 +43,13 @@ func TestParseConfig(t *testing.T) {
 				{Protocol: nft.TCP, HostPort: 8080, ContainerPort: 81, HostIP: netip.MustParseAddr("2001:db8::1")},
 				{Protocol: nft.TCP, HostPort: 7, ContainerPort: 7},
 			}}},
+		{"containerd's capitalised keys", conf(`,"runtimeConfig":{"portMappings":[
+			{"HostPort":18077,"ContainerPort":80,"Protocol":"tcp","HostIP":""},
+			{"hostport":53,"CONTAINERPORT":5353,"protocol":"udp","HostIP":"192.0.2.1"}]}`),
+			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasMappings: true, Mappings: []nft.PortMapping{
+				{Protocol: nft.TCP, HostPort: 18077, ContainerPort: 80},
+				{Protocol: nft.UDP, HostPort: 53, ContainerPort: 5353, HostIP: netip.MustParseAddr("192.0.2.1")},
+			}}},
 		{"empty mappings", conf(`,"runtimeConfig":{"portMappings":[]}`),
 			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasMappings: true}},
 		{"valid attachments", conf(`,"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]`),

@@ -1,0 +1,9 @@
+package tuning
+
+import (
+	"testing"
+
+	"linen.dev/linen/internal/netns/nstest"
+)
+
+func TestMain(m *testing.M) { nstest.Main(m, "lt-tuning-") }
