@@ -83,31 +83,33 @@ func Allocate(ctx context.Context, env *pluginmain.Env, conf *Config, id, ifName
 		logCommit(env, st)
 	}()
 	owner := Owner{ID: id, IfName: ifName}
+	held, err := st.ownedBy(id, ifName, false)
+	if err != nil {
+		return nil, err
+	}
 	for i := range conf.Sets {
 		set := &conf.Sets[i]
-		for ip, l := range st.leases {
-			if !l.Legacy && l.ID == id && l.IfName == ifName && set.Contains(ip) {
-				return out, fmt.Errorf("%s: %s is already reserved for %s: duplicate allocation is not allowed", set.Field, ip, l.Owner)
+		for _, ip := range held {
+			if set.Contains(ip) {
+				return out, fmt.Errorf("%s: %s is already reserved for %s: duplicate allocation is not allowed", set.Field, ip, owner)
 			}
 		}
 		var got netip.Addr
 		if want := set.Requested; want.IsValid() {
-			if l, taken := st.leases[want]; taken {
-				return out, fmt.Errorf("%s: requested address %s is already reserved for %s", set.Field, want, l.Owner)
-			}
 			ok, err := st.reserve(want, owner)
 			if err != nil {
 				return out, err
 			}
 			if !ok {
-				return out, fmt.Errorf("%s: requested address %s is already reserved for %s", set.Field, want, st.leases[want].Owner)
+				holder := "another attachment"
+				if o, err := st.readOwner(want); err == nil {
+					holder = o.String()
+				}
+				return out, fmt.Errorf("%s: requested address %s is already reserved for %s", set.Field, want, holder)
 			}
 			got = want
 		} else {
 			for c := range set.Candidates(st.lastReserved(i)) {
-				if _, taken := st.leases[c]; taken {
-					continue
-				}
 				ok, err := st.reserve(c, owner)
 				if err != nil {
 					return out, err
@@ -153,9 +155,9 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 // network's directory, including legacy ID-only ones, and returns the
 // addresses freed. A missing directory or file is not an error.
 //
-// When the index is stale, the addresses of prevIPs (the cached ADD
+// When the index cannot be trusted, the addresses of prevIPs (the cached ADD
 // result) are checked first: if they account for all sets range sets, the
-// directory walk is skipped.
+// directory is not read file by file (the next operation will).
 func Release(ctx context.Context, env *pluginmain.Env, dataDir, network, id, ifName string, prevIPs []netip.Addr, sets int) ([]netip.Addr, error) {
 	st, err := openStore(ctx, dirOf(dataDir, network), false)
 	if errors.Is(err, errNoDir) {
@@ -166,15 +168,13 @@ func Release(ctx context.Context, env *pluginmain.Env, dataDir, network, id, ifN
 	}
 	defer st.close()
 	defer logCommit(env, st)
-	if err := st.scan(); err != nil {
+	trusted, err := st.loadIndex()
+	if err != nil {
 		return nil, err
 	}
 	var freed []netip.Addr
-	if !st.readIndex() {
+	if !trusted {
 		for _, ip := range prevIPs {
-			if _, ok := st.names[ip]; !ok {
-				continue
-			}
 			o, err := st.readOwner(ip)
 			if err != nil || !o.Matches(id, ifName) {
 				continue
@@ -191,15 +191,17 @@ func Release(ctx context.Context, env *pluginmain.Env, dataDir, network, id, ifN
 			return freed, err
 		}
 	}
+	owned, err := st.ownedBy(id, ifName, true)
+	if err != nil {
+		return freed, err
+	}
 	var errs []error
-	for ip, l := range st.leases {
-		if l.Matches(id, ifName) {
-			if err := st.release(ip); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			freed = append(freed, ip)
+	for _, ip := range owned {
+		if err := st.release(ip); err != nil {
+			errs = append(errs, err)
+			continue
 		}
+		freed = append(freed, ip)
 	}
 	return freed, errors.Join(errs...)
 }
@@ -252,9 +254,13 @@ func Reservations(ctx context.Context, env *pluginmain.Env, dataDir, network str
 	if err := st.load(); err != nil {
 		return nil, err
 	}
+	leases, err := st.all()
+	if err != nil {
+		return nil, err
+	}
 	logCommit(env, st)
-	out := make(map[netip.Addr]Owner, len(st.leases))
-	for ip, l := range st.leases {
+	out := make(map[netip.Addr]Owner, len(leases))
+	for ip, l := range leases {
 		out[ip] = l.Owner
 	}
 	return out, nil
@@ -281,12 +287,16 @@ func cmdGC(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if err := st.load(); err != nil {
 		return err
 	}
+	leases, err := st.all()
+	if err != nil {
+		return err
+	}
 	ids := map[string]bool{}
 	for k := range valid {
 		ids[k[0]] = true
 	}
 	var errs []error
-	for ip, l := range st.leases {
+	for ip, l := range leases {
 		keep := valid.Keep(l.ID, l.IfName)
 		if l.Legacy {
 			keep = ids[l.ID]
@@ -328,10 +338,14 @@ func cmdStatus(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) err
 	if err := st.load(); err != nil {
 		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "host-local: data directory %s: %v", dir, err)
 	}
+	leases, err := st.all()
+	if err != nil {
+		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "host-local: data directory %s: %v", dir, err)
+	}
 	logCommit(env, st)
 	var full []string
 	for i := range conf.Sets {
-		if !conf.Sets[i].hasFree(st.leases) {
+		if !conf.Sets[i].hasFree(leases) {
 			full = append(full, fmt.Sprintf("%s: no free address in %s", conf.Sets[i].Field, conf.Sets[i].Subnets()))
 		}
 	}

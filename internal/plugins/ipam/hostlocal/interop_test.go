@@ -3,6 +3,9 @@ package hostlocal
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -165,5 +168,59 @@ func TestInteropLock(t *testing.T) {
 	}
 	if got := firstIP(t, out.Bytes()); got != "10.20.0.2/24" {
 		t.Errorf("reference got %s", got)
+	}
+}
+
+// TestInteropInterleaved runs ADDs and DELs of both binaries on one
+// directory in a random (seeded) order: after every step the index is
+// either right or not trusted, no address is held twice, and each binary
+// frees what the other reserved.
+func TestInteropInterleaved(t *testing.T) {
+	requireReference(t)
+	ns := nstest.New(t)
+	data := t.TempDir()
+	dir := filepath.Join(data, "interop")
+	conf := interopConf(data)
+	rnd := rand.New(rand.NewPCG(7, 11))
+	held := map[string]string{} // container -> address
+	for i := range 60 {
+		refs := rnd.IntN(2) == 0
+		who := map[bool]string{true: "reference", false: "linen"}[refs]
+		if len(held) > 0 && rnd.IntN(3) == 0 {
+			var id string
+			for id = range held {
+				break
+			}
+			if refs {
+				runReference(t, "DEL", id, "eth0", "", conf)
+			} else {
+				mustInvoke(t, "DEL", id, "eth0", "", "", conf)
+			}
+			delete(held, id)
+		} else {
+			id := fmt.Sprintf("c%d", i)
+			var got []byte
+			if refs {
+				got = []byte(runReference(t, "ADD", id, "eth0", ns.Path(), conf))
+			} else {
+				got = mustInvoke(t, "ADD", id, "eth0", ns.Path(), "", conf)
+			}
+			ip := strings.TrimSuffix(firstIP(t, got), "/24")
+			for other, a := range held {
+				if a == ip {
+					t.Fatalf("step %d: %s ADD %s got %s, held by %s", i, who, id, ip, other)
+				}
+			}
+			held[id] = ip
+		}
+		ds := checkDisk(t, dir, fmt.Sprintf("step %d (%s)", i, who))
+		if len(ds.files) != len(held) {
+			t.Fatalf("step %d: %d reservation files, %d attachments hold one", i, len(ds.files), len(held))
+		}
+		for id, ip := range held {
+			if o := ds.files[netip.MustParseAddr(ip)]; o.ID != id {
+				t.Fatalf("step %d: %s holds %+v, want %s", i, ip, o, id)
+			}
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,4 +99,59 @@ func inode(f *os.File) (uint64, error) {
 		return 0, err
 	}
 	return st.Ino, nil
+}
+
+// setMtime sets the modification time of the open directory d, leaving its
+// access time alone: utimensat(fd, NULL, ...), which is what futimens(3)
+// does, and works on a descriptor opened read-only.
+func setMtime(d *os.File, t unix.Timespec) error {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, t}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, d.Fd(), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("set mtime of %s: %w", d.Name(), errno)
+	}
+	return nil
+}
+
+// errNoTmpfile means the filesystem (or the kernel) cannot create unnamed
+// files and link them: reservation files are then created by name.
+var errNoTmpfile = errors.New("O_TMPFILE not supported")
+
+// writeTmpfile creates an unnamed file in the directory d holding content,
+// with mode 0600, and returns it with its inode number. Creating it does not
+// change the directory.
+func writeTmpfile(d *os.File, content string) (*os.File, uint64, error) {
+	fd, err := unix.Openat(int(d.Fd()), ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EINVAL):
+		return nil, 0, errNoTmpfile
+	case err != nil:
+		return nil, 0, err
+	}
+	f := os.NewFile(uintptr(fd), d.Name()+"/(unnamed)")
+	_, werr := f.WriteString(content)
+	ino, serr := inode(f)
+	if err := errors.Join(werr, serr); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, ino, nil
+}
+
+// linkTmpfile gives the unnamed file f the name in directory d; an existing
+// name is os.ErrExist, and nothing changes then. Linking by descriptor
+// (AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; without it the file is linked
+// through /proc/self/fd. errNoTmpfile means neither works.
+func linkTmpfile(f, d *os.File, name string) error {
+	err := unix.Linkat(int(f.Fd()), "", int(d.Fd()), name, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), int(d.Fd()), name, unix.AT_SYMLINK_FOLLOW)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+			return errNoTmpfile
+		}
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return os.ErrExist
+	}
+	return err
 }
