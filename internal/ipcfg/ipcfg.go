@@ -36,15 +36,12 @@ type Options struct {
 // res (by the "interface" index), or all IPs without an index when no
 // interface in res has that name.
 func IPsFor(res *current.Result, ifName string) []*current.IPConfig {
-	idx := -1
-	for i, in := range res.Interfaces {
-		if in.Name == ifName && in.Sandbox != "" {
-			idx = i
-			break
-		}
-	}
+	idx := sandboxIndex(res, ifName)
 	var out []*current.IPConfig
 	for _, ip := range res.IPs {
+		if ip == nil {
+			continue
+		}
 		if ip.Interface == nil {
 			if idx < 0 {
 				out = append(out, ip)
@@ -56,6 +53,24 @@ func IPsFor(res *current.Result, ifName string) []*current.IPConfig {
 		}
 	}
 	return out
+}
+
+// SandboxInterface returns the interface of res named ifName inside the
+// sandbox (the first, should res list it twice), or nil.
+func SandboxInterface(res *current.Result, ifName string) *current.Interface {
+	if i := sandboxIndex(res, ifName); i >= 0 {
+		return res.Interfaces[i]
+	}
+	return nil
+}
+
+func sandboxIndex(res *current.Result, ifName string) int {
+	for i, in := range res.Interfaces {
+		if in != nil && in.Name == ifName && in.Sandbox != "" {
+			return i
+		}
+	}
+	return -1
 }
 
 // Configure assigns ips and the result's routes to link, which lives in the
@@ -145,4 +160,24 @@ func Prefix(n net.IPNet) netip.Prefix {
 		ones -= 96
 	}
 	return netip.PrefixFrom(a, ones)
+}
+
+// RoutedAddrs returns the distinct addresses of ips, in order, without
+// invalid and link-local unicast ones: the addresses traffic is routed,
+// forwarded or filtered by (a link-local address never leaves its link).
+func RoutedAddrs(ips []*current.IPConfig) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, ip := range ips {
+		if ip == nil {
+			continue
+		}
+		a := Prefix(ip.Address).Addr()
+		if !a.IsValid() || a.IsLinkLocalUnicast() || seen[a] {
+			continue
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	return out
 }

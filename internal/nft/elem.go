@@ -152,11 +152,11 @@ func dedup(es []elem) []elem {
 const nftaTableUserdata = 6 // NFTA_TABLE_USERDATA
 
 // elemMsg builds one NEWSETELEM/DELSETELEM/GETSETELEM message for elements
-// of one set. full includes values and comments (for adds).
-func elemMsg(t *tableDef, s *setDef, typ int, flags netlink.HeaderFlags, es []elem, full bool) netlink.Message {
+// of one set of table tb. full includes values and comments (for adds).
+func elemMsg(tb tableID, s *setDef, typ int, flags netlink.HeaderFlags, es []elem, full bool) netlink.Message {
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
-	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, tb.name)
 	ae.String(unix.NFTA_SET_ELEM_LIST_SET, s.name)
 	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
 		for _, e := range es {
@@ -187,7 +187,7 @@ func elemMsg(t *tableDef, s *setDef, typ int, flags netlink.HeaderFlags, es []el
 	}
 	return netlink.Message{
 		Header: netlink.Header{Type: nftType(typ), Flags: flags},
-		Data:   append(nfgen(byte(t.family), 0), b...),
+		Data:   append(nfgen(tb.family, 0), b...),
 	}
 }
 
@@ -196,7 +196,7 @@ func elemMsg(t *tableDef, s *setDef, typ int, flags netlink.HeaderFlags, es []el
 const maxPerMsg = 128
 
 // elemMsgs groups elements by set, in the order sets first appear.
-func elemMsgs(t *tableDef, typ int, flags netlink.HeaderFlags, es []elem, full bool) []netlink.Message {
+func elemMsgs(tb tableID, typ int, flags netlink.HeaderFlags, es []elem, full bool) []netlink.Message {
 	var order []*setDef
 	by := map[*setDef][]elem{}
 	for _, e := range es {
@@ -210,7 +210,7 @@ func elemMsgs(t *tableDef, typ int, flags netlink.HeaderFlags, es []elem, full b
 		list := by[s]
 		for len(list) > 0 {
 			n := min(len(list), maxPerMsg)
-			msgs = append(msgs, elemMsg(t, s, typ, flags, list[:n], full))
+			msgs = append(msgs, elemMsg(tb, s, typ, flags, list[:n], full))
 			list = list[n:]
 		}
 	}

@@ -429,7 +429,7 @@ func DelFirewall(c *Conn, network, containerID, ifName string, known *FirewallEn
 			ks = es
 		}
 	}
-	return c.fwRemove("delete firewall elements", tag, ks)
+	return c.removeTagged(fwTable, "delete firewall elements", tag, ks, fwAllSets)
 }
 
 // CheckFirewall verifies that e is in place: the table and its chain, e's
@@ -457,49 +457,13 @@ func CheckFirewall(c *Conn, e FirewallEntry) error {
 	if _, err := c.fwOpenHost(true); err != nil {
 		return err
 	}
-	cur, err := c.fwGet(es)
-	if err != nil {
-		return err
-	}
-	var bad []string
-	for i, w := range es {
-		switch g := cur[i]; {
-		case g == nil:
-			bad = append(bad, fmt.Sprintf("%s: missing %s", w.set.name, w))
-		case g.Tag != w.Tag:
-			bad = append(bad, fmt.Sprintf("%s: %s belongs to %q", w.set.name, w.keyText(), g.Tag))
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("nftables table inet %s: %s", FirewallTable, strings.Join(bad, "; "))
-	}
-	return nil
+	return c.checkElems(fwTable, es)
 }
 
 // GCFirewall removes, in one transaction, the elements of network whose
 // attachment is not in valid.
 func GCFirewall(c *Conn, network string, valid []Attachment) error {
-	keep := map[string]bool{}
-	for _, a := range valid {
-		keep[Owner{Network: network, ContainerID: a.ContainerID, IfName: a.IfName}.Tag()] = true
-	}
-	net := tagValue(network)
-	var stale []elem
-	for _, s := range fwSets {
-		es, err := c.fwList(s)
-		if err != nil {
-			return err
-		}
-		for _, e := range es {
-			if p, ok := parseTag(e.Tag); ok && p.net == net && !keep[e.Tag] {
-				stale = append(stale, e)
-			}
-		}
-	}
-	if len(stale) == 0 {
-		return nil
-	}
-	return c.transact("garbage-collect firewall elements", fwElemMsgs(unix.NFT_MSG_DELSETELEM, 0, stale, false))
+	return c.gcTagged(fwTable, "garbage-collect firewall elements", network, valid, fwAllSets)
 }
 
 // FirewallUsable reports whether the firewall can work in this namespace:

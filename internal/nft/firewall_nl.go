@@ -13,193 +13,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Netlink plumbing of the firewall table: element messages for a table
-// named FirewallTable, the table's state in one round trip, its creation
-// and repair, and the accept rule in other tables' forward chains.
+// Netlink plumbing of the firewall table: its state in one round trip, its
+// creation and repair, and the accept rule in other tables' forward chains.
+// Its elements go through the operations of ops.go, as linen's other
+// tables' do.
 
-var fwFamilyByte = byte(nftables.TableFamilyINet)
+// fwTable is the firewall's table.
+var fwTable = tableID{byte(nftables.TableFamilyINet), "inet", FirewallTable}
 
-func fwElemMsg(s *setDef, typ int, flags netlink.HeaderFlags, es []elem, full bool) netlink.Message {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, FirewallTable)
-	ae.String(unix.NFTA_SET_ELEM_LIST_SET, s.name)
-	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
-		for _, e := range es {
-			ae.Nested(unix.NFTA_LIST_ELEM, func(ae *netlink.AttributeEncoder) error {
-				ae.Nested(unix.NFTA_SET_ELEM_KEY, func(ae *netlink.AttributeEncoder) error {
-					ae.Bytes(unix.NFTA_DATA_VALUE, e.Key)
-					return nil
-				})
-				if full && e.Tag != "" {
-					ae.Bytes(unix.NFTA_SET_ELEM_USERDATA,
-						userdata.AppendString(nil, userdata.NFTNL_UDATA_SET_ELEM_COMMENT, e.Tag))
-				}
-				return nil
-			})
-		}
-		return nil
-	})
-	b, err := ae.Encode()
-	if err != nil {
-		panic(fmt.Sprintf("nft: encode firewall elements: %v", err))
-	}
-	return netlink.Message{
-		Header: netlink.Header{Type: nftType(typ), Flags: flags},
-		Data:   append(nfgen(fwFamilyByte, 0), b...),
-	}
-}
-
-// fwElemMsgs groups elements by set, in the order sets first appear.
-func fwElemMsgs(typ int, flags netlink.HeaderFlags, es []elem, full bool) []netlink.Message {
-	var order []*setDef
-	by := map[*setDef][]elem{}
-	for _, e := range es {
-		if _, ok := by[e.set]; !ok {
-			order = append(order, e.set)
-		}
-		by[e.set] = append(by[e.set], e)
-	}
-	var msgs []netlink.Message
-	for _, s := range order {
-		list := by[s]
-		for len(list) > 0 {
-			n := min(len(list), maxPerMsg)
-			msgs = append(msgs, fwElemMsg(s, typ, flags, list[:n], full))
-			list = list[n:]
-		}
-	}
-	return msgs
-}
-
-// fwGet looks each element up by key; absent ones (or a missing set or
-// table) are nil.
-func (c *Conn) fwGet(es []elem) ([]*elem, error) {
-	reqs := make([]netlink.Message, len(es))
-	for i, e := range es {
-		reqs[i] = fwElemMsg(e.set, unix.NFT_MSG_GETSETELEM, 0, []elem{e}, false)
-	}
-	res, err := c.query("get firewall element", reqs)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*elem, len(es))
-	for i, r := range res {
-		if r.err != nil {
-			if errors.Is(r.err, unix.ENOENT) {
-				continue
-			}
-			return nil, r.err
-		}
-		for _, d := range r.data {
-			got, err := decodeElems(es[i].set, d)
-			if err != nil {
-				return nil, fmt.Errorf("decode firewall element: %w", err)
-			}
-			if len(got) > 0 {
-				g := got[0]
-				out[i] = &g
-			}
-		}
-	}
-	return out, nil
-}
-
-// fwList returns every element of s; a missing set or table is empty.
-func (c *Conn) fwList(s *setDef) ([]elem, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, FirewallTable)
-	ae.String(unix.NFTA_SET_ELEM_LIST_SET, s.name)
-	b, _ := ae.Encode()
-	data, err := c.dump("list firewall set "+s.name, netlink.Message{
-		Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETSETELEM)},
-		Data:   append(nfgen(fwFamilyByte, 0), b...),
-	})
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	var out []elem
-	for _, d := range data {
-		es, err := decodeElems(s, d)
-		if err != nil {
-			return nil, fmt.Errorf("decode firewall set %s: %w", s.name, err)
-		}
-		out = append(out, es...)
-	}
-	return out, nil
-}
+// fwAllSets lists the firewall's sets, which are all static.
+func fwAllSets() ([]*setDef, error) { return fwSets, nil }
 
 // fwAdd adds es in one transaction. Keys held already with the same tag
 // are left alone; keys held by another tag are stale (a reused pod
 // address, a missed DEL) and are replaced in the same transaction.
 func (c *Conn) fwAdd(op string, es []elem) error {
-	excl := netlink.Create | netlink.Excl
-	err := c.transact(op, fwElemMsgs(unix.NFT_MSG_NEWSETELEM, excl, es, true))
-	if err == nil || !errors.Is(err, unix.EEXIST) {
-		return err
-	}
-	cur, gerr := c.fwGet(es)
-	if gerr != nil {
-		return errors.Join(err, gerr)
-	}
-	var dels, adds []elem
-	for i, e := range es {
-		switch g := cur[i]; {
-		case g == nil:
-			adds = append(adds, e)
-		case g.Tag == e.Tag:
-		default:
-			dels = append(dels, *g)
-			adds = append(adds, e)
-		}
-	}
-	msgs := fwElemMsgs(unix.NFT_MSG_DELSETELEM, 0, dels, false)
-	msgs = append(msgs, fwElemMsgs(unix.NFT_MSG_NEWSETELEM, excl, adds, true)...)
-	return c.transact(op, msgs)
-}
-
-// fwRemove deletes what tag owns, among known (looked up by key) or, when
-// known is nil, among every element of the firewall's sets. Nothing found
-// means no transaction.
-func (c *Conn) fwRemove(op, tag string, known []elem) error {
-	for attempt := 0; ; attempt++ {
-		var found []elem
-		if known != nil {
-			cur, err := c.fwGet(known)
-			if err != nil {
-				return err
-			}
-			for _, g := range cur {
-				if g != nil && g.Tag == tag {
-					found = append(found, *g)
-				}
-			}
-		} else {
-			for _, s := range fwSets {
-				es, err := c.fwList(s)
-				if err != nil {
-					return err
-				}
-				for _, e := range es {
-					if e.Tag == tag {
-						found = append(found, e)
-					}
-				}
-			}
-		}
-		found = dedup(found)
-		if len(found) == 0 {
-			return nil
-		}
-		err := c.transact(op, fwElemMsgs(unix.NFT_MSG_DELSETELEM, 0, found, false))
-		if errors.Is(err, unix.ENOENT) && attempt == 0 {
-			continue // removed meanwhile by another DEL or GC: look again
-		}
-		return err
-	}
+	err := c.transact(op, elemMsgs(fwTable, unix.NFT_MSG_NEWSETELEM, exclusiveAdd, es, true))
+	return c.settleExisting(fwTable, op, es, err)
 }
 
 // fwTableState is what the firewall table holds, without elements.
@@ -240,20 +70,17 @@ func fwRulesDumpRequest(family byte, table, chain string) netlink.Message {
 // one round trip: gets of the table and of each set, and one dump (a
 // socket runs one dump at a time).
 func (c *Conn) fwState() (fwTableState, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, FirewallTable)
-	tb, _ := ae.Encode()
-	reqs := []netlink.Message{{Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETTABLE)}, Data: append(nfgen(fwFamilyByte, 0), tb...)}}
+	reqs := []netlink.Message{getTableRequest(fwTable)}
 	for _, s := range fwSets {
 		ae := netlink.NewAttributeEncoder()
 		ae.String(unix.NFTA_SET_TABLE, FirewallTable)
 		ae.String(unix.NFTA_SET_NAME, s.name)
 		b, _ := ae.Encode()
-		reqs = append(reqs, netlink.Message{Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETSET)}, Data: append(nfgen(fwFamilyByte, 0), b...)})
+		reqs = append(reqs, netlink.Message{Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETSET)}, Data: append(nfgen(fwTable.family, 0), b...)})
 	}
-	reqs = append(reqs, fwRulesDumpRequest(fwFamilyByte, FirewallTable, fwForward.name))
+	reqs = append(reqs, fwRulesDumpRequest(fwTable.family, FirewallTable, fwForward.name))
 	for attempt := 0; ; attempt++ {
-		res, err := c.query("get nftables table inet "+FirewallTable, append([]netlink.Message(nil), reqs...))
+		res, err := c.query("get nftables table "+fwTable.String(), append([]netlink.Message(nil), reqs...))
 		if err != nil {
 			return fwTableState{}, err
 		}
@@ -268,24 +95,13 @@ func (c *Conn) fwState() (fwTableState, error) {
 			continue
 		}
 		st := fwTableState{exists: true, sets: map[string]bool{}, jumps: map[string]bool{}}
-		for _, d := range res[0].data {
-			if len(d) < 4 {
-				continue
-			}
-			ad, err := netlink.NewAttributeDecoder(d[4:])
-			if err != nil {
-				return st, err
-			}
-			for ad.Next() {
-				if ad.Type() == nftaTableUserdata {
-					st.comment = udataComment(ad.Bytes())
-				}
-			}
+		if _, st.comment, err = decodeTable(res[0].data); err != nil {
+			return st, err
 		}
 		for i, s := range fwSets {
 			switch r := res[1+i]; {
 			case r.err == nil:
-				names, err := fwSetNames(r.data)
+				names, err := setNamesOf(fwTable, r.data)
 				if err != nil {
 					return st, err
 				}
@@ -323,35 +139,6 @@ func (c *Conn) fwState() (fwTableState, error) {
 		}
 		return st, nil
 	}
-}
-
-func fwSetNames(data [][]byte) ([]string, error) {
-	var out []string
-	for _, d := range data {
-		if len(d) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(d[4:])
-		if err != nil {
-			return nil, err
-		}
-		var table, name string
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_SET_TABLE:
-				table = ad.String()
-			case unix.NFTA_SET_NAME:
-				name = ad.String()
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
-		}
-		if table == FirewallTable && name != "" {
-			out = append(out, name)
-		}
-	}
-	return out, nil
 }
 
 // fwEnsure makes sure the table is complete and jumps to admin; changes
@@ -406,22 +193,9 @@ func (c *Conn) fwEnsure(admin string) error {
 // admin chains with their rules, and replace the forward chain's rules)
 // with jumps to admins (oldest first).
 func fwStructure(repair bool, admins []string) ([]netlink.Message, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	ae.String(unix.NFTA_TABLE_NAME, FirewallTable)
-	ae.Uint32(unix.NFTA_TABLE_FLAGS, 0)
-	ae.Bytes(nftaTableUserdata, userdata.AppendString(nil, 0, fwComment()))
-	b, err := ae.Encode()
+	table, err := newTableMsg(fwTable, fwComment(), repair)
 	if err != nil {
 		return nil, err
-	}
-	flags := netlink.Create
-	if !repair {
-		flags |= netlink.Excl
-	}
-	table := netlink.Message{
-		Header: netlink.Header{Type: nftType(unix.NFT_MSG_NEWTABLE), Flags: flags},
-		Data:   append(nfgen(fwFamilyByte, 0), b...),
 	}
 	rest, err := record(func(cc *nftables.Conn) error {
 		lt := &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyINet}
@@ -655,7 +429,7 @@ func (c *Conn) hostDropChains() ([]chainInfo, error) {
 		switch {
 		case !ci.base || ci.hook != unix.NF_INET_FORWARD || !ci.hasPol || ci.policy != uint32(nftables.ChainPolicyDrop):
 		case ci.family != unix.NFPROTO_IPV4 && ci.family != unix.NFPROTO_IPV6 && ci.family != unix.NFPROTO_INET:
-		case ci.family == fwFamilyByte && ci.table == FirewallTable:
+		case ci.family == fwTable.family && ci.table == fwTable.name:
 		default:
 			out = append(out, ci)
 		}

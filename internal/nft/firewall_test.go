@@ -186,7 +186,7 @@ func fwElements(t *testing.T, c *Conn) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, s := range fwSets {
-		es, err := c.fwList(s)
+		es, err := c.list(fwTable, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +295,7 @@ func iptablesVersion(bin string) string {
 // mentions word.
 func ruleHandle(t *testing.T, c *Conn, word string) string {
 	t.Helper()
-	data, err := c.dump("list", fwRulesDumpRequest(fwFamilyByte, FirewallTable, "forward"))
+	data, err := c.dump("list", fwRulesDumpRequest(fwTable.family, FirewallTable, "forward"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +422,7 @@ func TestDecodeRuleAndChain(t *testing.T) {
 	}
 }
 
-// FuzzFirewallDecode: rule and chain messages from the kernel (written by
+// FuzzFirewallDecode: rule, chain, set and table messages from the kernel (written by
 // any tool) must decode or fail, never panic.
 func FuzzFirewallDecode(f *testing.F) {
 	msgs, _ := record(func(cc *nftables.Conn) error {
@@ -439,6 +439,7 @@ func FuzzFirewallDecode(f *testing.F) {
 		_, _ = decodeRule(b)
 		_, _ = decodeChain(b)
 		_ = immediateJump(b)
-		_, _ = fwSetNames([][]byte{b})
+		_, _ = setNamesOf(fwTable, [][]byte{b})
+		_, _, _ = decodeTable([][]byte{b})
 	})
 }

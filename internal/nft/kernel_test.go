@@ -116,7 +116,7 @@ func TestElementsKernel(t *testing.T) {
 					t.Fatalf("remove %s: %v", e, err)
 				}
 				nftIn(t, ns, e.command(tc.table))
-				got, err := c.get(tc.table, []elem{e})
+				got, err := c.get(tc.table.id(), []elem{e})
 				if err != nil || got[0] == nil {
 					t.Fatalf("get %s after nft added it: %v %v", e, got, err)
 				}
@@ -155,7 +155,7 @@ func owned(t *testing.T, c *Conn) map[string][]string {
 			t.Fatal(err)
 		}
 		for _, s := range sets {
-			es, err := c.list(tb, s)
+			es, err := c.list(tb.id(), s)
 			if err != nil {
 				t.Fatalf("list %s: %v", s.name, err)
 			}

@@ -55,11 +55,7 @@ func (c *Conn) add(t *tableDef, op string, elems []elem) error {
 	if err := c.ensure(t); err != nil {
 		return err
 	}
-	excl := netlink.Create | netlink.Excl
-	err := c.transact(op, elemMsgs(t, unix.NFT_MSG_NEWSETELEM, excl, elems, true))
-	if err == nil {
-		return nil
-	}
+	err := c.transact(op, elemMsgs(t.id(), unix.NFT_MSG_NEWSETELEM, exclusiveAdd, elems, true))
 	if errors.Is(err, unix.ENOENT) {
 		// A set is missing: the first pod with a new prefix length, or
 		// an administrator deleted something. Create what is missing and
@@ -67,16 +63,25 @@ func (c *Conn) add(t *tableDef, op string, elems []elem) error {
 		if berr := c.prepare(t, elems); berr != nil {
 			return errors.Join(err, berr)
 		}
-		err = c.transact(op, elemMsgs(t, unix.NFT_MSG_NEWSETELEM, excl, elems, true))
-		if err == nil {
-			return nil
-		}
+		err = c.transact(op, elemMsgs(t.id(), unix.NFT_MSG_NEWSETELEM, exclusiveAdd, elems, true))
 	}
-	if !errors.Is(err, unix.EEXIST) {
+	return c.settleExisting(t.id(), op, elems, err)
+}
+
+// exclusiveAdd are the flags of an element add that fails (EEXIST) on a
+// key that is there already, instead of silently keeping the old element.
+const exclusiveAdd = netlink.Create | netlink.Excl
+
+// settleExisting finishes an exclusive add of elems to tb that failed with
+// err. Unless err is EEXIST it is returned as it is. Otherwise each key is
+// looked up: keys already held with the same tag and value stay; keys held
+// by another tag are replaced, in one transaction, unless their set is
+// exclusive (a *setConflict, nothing changes).
+func (c *Conn) settleExisting(tb tableID, op string, elems []elem, err error) error {
+	if err == nil || !errors.Is(err, unix.EEXIST) {
 		return err
 	}
-	// Some keys exist. Look at each and decide.
-	cur, gerr := c.get(t, elems)
+	cur, gerr := c.get(tb, elems)
 	if gerr != nil {
 		return errors.Join(err, gerr)
 	}
@@ -95,17 +100,17 @@ func (c *Conn) add(t *tableDef, op string, elems []elem) error {
 			adds = append(adds, e)
 		}
 	}
-	msgs := elemMsgs(t, unix.NFT_MSG_DELSETELEM, 0, dels, false)
-	msgs = append(msgs, elemMsgs(t, unix.NFT_MSG_NEWSETELEM, excl, adds, true)...)
+	msgs := elemMsgs(tb, unix.NFT_MSG_DELSETELEM, 0, dels, false)
+	msgs = append(msgs, elemMsgs(tb, unix.NFT_MSG_NEWSETELEM, exclusiveAdd, adds, true)...)
 	return c.transact(op, msgs)
 }
 
-// get looks up each element by key (and range), returning nil for the
-// absent ones; a missing set or table counts as absent.
-func (c *Conn) get(t *tableDef, elems []elem) ([]*elem, error) {
+// get looks up each element of tb by key (and range), returning nil for
+// the absent ones; a missing set or table counts as absent.
+func (c *Conn) get(tb tableID, elems []elem) ([]*elem, error) {
 	reqs := make([]netlink.Message, len(elems))
 	for i, e := range elems {
-		reqs[i] = elemMsg(t, e.set, unix.NFT_MSG_GETSETELEM, 0, []elem{e}, false)
+		reqs[i] = elemMsg(tb, e.set, unix.NFT_MSG_GETSETELEM, 0, []elem{e}, false)
 	}
 	res, err := c.query("get set element", reqs)
 	if err != nil {
@@ -133,6 +138,10 @@ func (c *Conn) get(t *tableDef, elems []elem) ([]*elem, error) {
 	return out, nil
 }
 
+// setLister returns the sets an operation that finds elements by their
+// tag lists.
+type setLister func() ([]*setDef, error)
+
 // sets returns the table's sets (static and dynamic) that want selects;
 // none when the table does not exist.
 func (c *Conn) sets(t *tableDef, want func(*setDef) bool) ([]*setDef, error) {
@@ -151,27 +160,29 @@ func (c *Conn) sets(t *tableDef, want func(*setDef) bool) ([]*setDef, error) {
 
 // setNames lists the names of the table's sets.
 func (c *Conn) setNames(t *tableDef) ([]string, error) {
-	data, err := c.dump("list sets", setsDumpRequest(t))
+	data, err := c.dump("list sets", setsDumpRequest(t.id()))
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, nil
 		}
 		return nil, err
 	}
-	return setNamesOf(data)
+	return setNamesOf(t.id(), data)
 }
 
-func setsDumpRequest(t *tableDef) netlink.Message {
+func setsDumpRequest(tb tableID) netlink.Message {
 	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_SET_TABLE, TableName)
+	ae.String(unix.NFTA_SET_TABLE, tb.name)
 	b, _ := ae.Encode()
 	return netlink.Message{
 		Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETSET), Flags: netlink.Dump},
-		Data:   append(nfgen(byte(t.family), 0), b...),
+		Data:   append(nfgen(tb.family, 0), b...),
 	}
 }
 
-func setNamesOf(data [][]byte) ([]string, error) {
+// setNamesOf returns the names of tb's sets among NEWSET messages
+// (nfgenmsg included).
+func setNamesOf(tb tableID, data [][]byte) ([]string, error) {
 	var out []string
 	for _, d := range data {
 		if len(d) < 4 {
@@ -190,22 +201,25 @@ func setNamesOf(data [][]byte) ([]string, error) {
 				name = ad.String()
 			}
 		}
-		if table == TableName && name != "" {
+		if err := ad.Err(); err != nil {
+			return nil, err
+		}
+		if table == tb.name && name != "" {
 			out = append(out, name)
 		}
 	}
 	return out, nil
 }
 
-// list returns every element of s; a missing set or table is empty.
-func (c *Conn) list(t *tableDef, s *setDef) ([]elem, error) {
+// list returns every element of s in tb; a missing set or table is empty.
+func (c *Conn) list(tb tableID, s *setDef) ([]elem, error) {
 	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, tb.name)
 	ae.String(unix.NFTA_SET_ELEM_LIST_SET, s.name)
 	b, _ := ae.Encode()
 	data, err := c.dump("list set "+s.name, netlink.Message{
 		Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETSETELEM)},
-		Data:   append(nfgen(byte(t.family), 0), b...),
+		Data:   append(nfgen(tb.family, 0), b...),
 	})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -229,10 +243,17 @@ func (c *Conn) list(t *tableDef, s *setDef) ([]elem, error) {
 // want selects. Nothing found means no transaction at all, so a repeated
 // DEL costs one lookup.
 func (c *Conn) remove(t *tableDef, op, tag string, known []elem, want func(*setDef) bool) error {
+	return c.removeTagged(t.id(), op, tag, known, func() ([]*setDef, error) { return c.sets(t, want) })
+}
+
+// removeTagged deletes what tag owns in tb in one transaction: among known
+// (looked up by key) when given, else among every element of the sets that
+// all returns. Nothing found means no transaction.
+func (c *Conn) removeTagged(tb tableID, op, tag string, known []elem, all setLister) error {
 	for attempt := 0; ; attempt++ {
 		var found []elem
 		if known != nil {
-			cur, err := c.get(t, known)
+			cur, err := c.get(tb, known)
 			if err != nil {
 				return err
 			}
@@ -242,12 +263,12 @@ func (c *Conn) remove(t *tableDef, op, tag string, known []elem, want func(*setD
 				}
 			}
 		} else {
-			sets, err := c.sets(t, want)
+			sets, err := all()
 			if err != nil {
 				return err
 			}
 			for _, s := range sets {
-				es, err := c.list(t, s)
+				es, err := c.list(tb, s)
 				if err != nil {
 					return err
 				}
@@ -262,7 +283,7 @@ func (c *Conn) remove(t *tableDef, op, tag string, known []elem, want func(*setD
 		if len(found) == 0 {
 			return nil
 		}
-		err := c.transact(op, elemMsgs(t, unix.NFT_MSG_DELSETELEM, 0, found, false))
+		err := c.transact(op, elemMsgs(tb, unix.NFT_MSG_DELSETELEM, 0, found, false))
 		if errors.Is(err, unix.ENOENT) && attempt == 0 {
 			continue // something else removed one meanwhile: look again
 		}
@@ -289,7 +310,13 @@ func (c *Conn) check(t *tableDef, want []elem) error {
 	if !st.complete(t) {
 		return fmt.Errorf("nftables table %s is incomplete (a chain or set was deleted)", t.name())
 	}
-	cur, err := c.get(t, want)
+	return c.checkElems(t.id(), want)
+}
+
+// checkElems verifies that every element of want is in tb with its tag and
+// value, naming each one that is not.
+func (c *Conn) checkElems(tb tableID, want []elem) error {
+	cur, err := c.get(tb, want)
 	if err != nil {
 		return err
 	}
@@ -306,7 +333,7 @@ func (c *Conn) check(t *tableDef, want []elem) error {
 		}
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("nftables table %s: %s", t.name(), strings.Join(bad, "; "))
+		return fmt.Errorf("nftables table %s: %s", tb, strings.Join(bad, "; "))
 	}
 	return nil
 }
@@ -315,18 +342,25 @@ func (c *Conn) check(t *tableDef, want []elem) error {
 // network but to none of the valid attachments. Elements of other networks
 // and elements without a linen tag are left alone.
 func (c *Conn) gc(t *tableDef, op, network string, valid []Attachment, want func(*setDef) bool) error {
+	return c.gcTagged(t.id(), op, network, valid, func() ([]*setDef, error) { return c.sets(t, want) })
+}
+
+// gcTagged removes, in one transaction, the elements of the sets all
+// returns (in tb) that belong to network but to none of the valid
+// attachments.
+func (c *Conn) gcTagged(tb tableID, op, network string, valid []Attachment, all setLister) error {
 	keep := map[string]bool{}
 	for _, a := range valid {
 		keep[Owner{Network: network, ContainerID: a.ContainerID, IfName: a.IfName}.Tag()] = true
 	}
 	net := tagValue(network)
-	sets, err := c.sets(t, want)
+	sets, err := all()
 	if err != nil {
 		return err
 	}
 	var stale []elem
 	for _, s := range sets {
-		es, err := c.list(t, s)
+		es, err := c.list(tb, s)
 		if err != nil {
 			return err
 		}
@@ -341,5 +375,5 @@ func (c *Conn) gc(t *tableDef, op, network string, valid []Attachment, want func
 	if len(stale) == 0 {
 		return nil
 	}
-	return c.transact(op, elemMsgs(t, unix.NFT_MSG_DELSETELEM, 0, stale, false))
+	return c.transact(op, elemMsgs(tb, unix.NFT_MSG_DELSETELEM, 0, stale, false))
 }

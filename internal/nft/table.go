@@ -25,6 +25,78 @@ func (e *SchemaError) Error() string {
 	return fmt.Sprintf("nftables table %s has comment %q, this binary manages %q: refusing to change it", e.Table, e.Comment, e.Want)
 }
 
+// tableID is a table as netlink messages name it (family and name) and as
+// nft prints it ("inet linen").
+type tableID struct {
+	family     byte
+	familyName string
+	name       string
+}
+
+func (tb tableID) String() string { return tb.familyName + " " + tb.name }
+
+func (t *tableDef) id() tableID { return tableID{byte(t.family), t.familyName, TableName} }
+
+func (t *tableDef) name() string { return t.id().String() }
+
+// getTableRequest asks for one table by name.
+func getTableRequest(tb tableID) netlink.Message {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_TABLE_NAME, tb.name)
+	b, _ := ae.Encode()
+	return netlink.Message{
+		Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETTABLE)},
+		Data:   append(nfgen(tb.family, 0), b...),
+	}
+}
+
+// decodeTable returns the use count (chains, sets and objects) and the
+// comment of the table that NEWTABLE messages (nfgenmsg included) describe.
+func decodeTable(data [][]byte) (use uint32, comment string, err error) {
+	for _, d := range data {
+		if len(d) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(d[4:])
+		if err != nil {
+			return 0, "", err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_TABLE_USE:
+				use = ad.Uint32()
+			case nftaTableUserdata:
+				comment = udataComment(ad.Bytes())
+			}
+		}
+	}
+	return use, comment, nil
+}
+
+// newTableMsg creates tb with comment. Unless repair allows the table to
+// exist already, two creators racing without the lock make the second one
+// fail cleanly instead of duplicating rules.
+func newTableMsg(tb tableID, comment string, repair bool) (netlink.Message, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.String(unix.NFTA_TABLE_NAME, tb.name)
+	ae.Uint32(unix.NFTA_TABLE_FLAGS, 0)
+	ae.Bytes(nftaTableUserdata, userdata.AppendString(nil, 0 /* NFTNL_UDATA_TABLE_COMMENT */, comment))
+	b, err := ae.Encode()
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	flags := netlink.Create
+	if !repair {
+		flags |= netlink.Excl
+	}
+	return netlink.Message{
+		Header: netlink.Header{Type: nftType(unix.NFT_MSG_NEWTABLE), Flags: flags},
+		Data:   append(nfgen(tb.family, 0), b...),
+	}, nil
+}
+
 type tableState struct {
 	exists  bool
 	use     uint32 // chains, sets and objects in the table
@@ -53,14 +125,8 @@ func (st tableState) complete(t *tableDef) bool {
 // state looks the table up by name and lists its sets' names: two small
 // requests in one round trip, whatever the number of elements.
 func (c *Conn) state(t *tableDef) (tableState, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, TableName)
-	b, _ := ae.Encode()
 	for attempt := 0; ; attempt++ {
-		res, err := c.query("get table", []netlink.Message{
-			{Header: netlink.Header{Type: nftType(unix.NFT_MSG_GETTABLE)}, Data: append(nfgen(byte(t.family), 0), b...)},
-			setsDumpRequest(t),
-		})
+		res, err := c.query("get table", []netlink.Message{getTableRequest(t.id()), setsDumpRequest(t.id())})
 		if err != nil {
 			return tableState{}, err
 		}
@@ -77,32 +143,15 @@ func (c *Conn) state(t *tableDef) (tableState, error) {
 			return tableState{}, res[1].err
 		}
 		st := tableState{exists: true}
-		for _, d := range res[0].data {
-			if len(d) < 4 {
-				continue
-			}
-			ad, err := netlink.NewAttributeDecoder(d[4:])
-			if err != nil {
-				return st, err
-			}
-			ad.ByteOrder = binary.BigEndian
-			for ad.Next() {
-				switch ad.Type() {
-				case unix.NFTA_TABLE_USE:
-					st.use = ad.Uint32()
-				case nftaTableUserdata:
-					st.comment = udataComment(ad.Bytes())
-				}
-			}
+		if st.use, st.comment, err = decodeTable(res[0].data); err != nil {
+			return st, err
 		}
-		if st.sets, err = setNamesOf(res[1].data); err != nil {
+		if st.sets, err = setNamesOf(t.id(), res[1].data); err != nil {
 			return st, err
 		}
 		return st, nil
 	}
 }
-
-func (t *tableDef) name() string { return t.familyName + " " + TableName }
 
 // ensure makes sure t exists with this binary's schema. The common case is
 // one table lookup per Conn; creation happens once per network namespace.
@@ -184,24 +233,9 @@ func (c *Conn) prepare(t *tableDef, elems []elem) error {
 // With repair, the table and sets may exist (they are kept with their
 // elements) and every chain's rules are replaced, in the same transaction.
 func structure(t *tableDef, repair bool, dyn []*setDef) ([]netlink.Message, error) {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	ae.String(unix.NFTA_TABLE_NAME, TableName)
-	ae.Uint32(unix.NFTA_TABLE_FLAGS, 0)
-	ae.Bytes(nftaTableUserdata, userdata.AppendString(nil, 0 /* NFTNL_UDATA_TABLE_COMMENT */, t.comment()))
-	b, err := ae.Encode()
+	table, err := newTableMsg(t.id(), t.comment(), repair)
 	if err != nil {
 		return nil, err
-	}
-	flags := netlink.Create
-	if !repair {
-		// Two creators racing without the lock: the second one fails
-		// cleanly instead of duplicating rules.
-		flags |= netlink.Excl
-	}
-	table := netlink.Message{
-		Header: netlink.Header{Type: nftType(unix.NFT_MSG_NEWTABLE), Flags: flags},
-		Data:   append(nfgen(byte(t.family), 0), b...),
 	}
 	rest, err := record(func(cc *nftables.Conn) error {
 		lt := t.lib()

@@ -161,7 +161,7 @@ func TestElemCodecRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, e := range es {
-				m := elemMsg(tc.table, e.set, unix.NFT_MSG_NEWSETELEM, 0, []elem{e}, true)
+				m := elemMsg(tc.table.id(), e.set, unix.NFT_MSG_NEWSETELEM, 0, []elem{e}, true)
 				got, err := decodeElems(e.set, m.Data)
 				if err != nil {
 					t.Fatalf("decode %s: %v", e, err)
@@ -322,7 +322,7 @@ func FuzzDecodeElems(f *testing.F) {
 	for _, tc := range elemCases {
 		es, _ := tc.elems()
 		for _, e := range es {
-			f.Add(elemMsg(tc.table, e.set, unix.NFT_MSG_NEWSETELEM, 0, []elem{e}, true).Data)
+			f.Add(elemMsg(tc.table.id(), e.set, unix.NFT_MSG_NEWSETELEM, 0, []elem{e}, true).Data)
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -1,6 +1,7 @@
 // Package ipmasq is the ipMasq option of the bridge and ptp plugins on top
 // of internal/nft: which masquerade entries an attachment owns, and the
-// socket handling that keeps DEL's netfilter release off the critical path.
+// socket handling that keeps DEL's netfilter release off the critical path
+// (which the other plugins on internal/nft, portmap and firewall, share).
 package ipmasq
 
 import (
@@ -12,6 +13,7 @@ import (
 	"linen.dev/linen/internal/ipcfg"
 	"linen.dev/linen/internal/nft"
 	"linen.dev/linen/internal/plugins/pluginmain"
+	"linen.dev/linen/internal/reaper"
 )
 
 // Entries turns pod addresses (with their prefix) into masquerade entries.
@@ -63,6 +65,20 @@ func (c *Conn) Close() {
 	}
 	c.Conn.Close()
 	c.Sock.Close()
+}
+
+// Release closes the connection. After a transaction that deleted
+// something the socket's last release waits for the kernel's destroy work
+// (~15 ms), so a plugin process (env.Detach) first hands the socket to a
+// detached reaper process (internal/reaper) that holds it until this
+// process has exited.
+func (c *Conn) Release(env *pluginmain.Env) {
+	if env.Detach && c.Deleted() {
+		if _, err := reaper.Start(reaper.Job{Hold: c.Hold()}); err != nil {
+			env.Log.Debug("no reaper process for the netfilter socket release", "error", err)
+		}
+	}
+	c.Close()
 }
 
 // Hold is what a detached DEL helper keeps open (nil-safe).

@@ -25,6 +25,13 @@ func PrevResult(conf *types.NetConf) (*current.Result, error) {
 	return res, nil
 }
 
+// RawPrevResult parses the prevResult of a configuration whose wire struct
+// keeps it raw instead of embedding types.NetConf (IPAM plugins); nil when
+// raw is nil.
+func RawPrevResult(cniVersion string, raw map[string]any) (*current.Result, error) {
+	return PrevResult(&types.NetConf{CNIVersion: cniVersion, RawPrevResult: raw})
+}
+
 // CNIArgs is CNI_ARGS parsed: "K1=V1;K2=V2". Keys a plugin does not know are
 // ignored (chained plugins share one CNI_ARGS, so strictness helps nobody).
 type CNIArgs map[string]string
@@ -83,6 +90,23 @@ func (v Attachments) Keep(containerID, ifName string) bool {
 	return v[[2]string{containerID, ifName}]
 }
 
+// GCAttachments merges the valid attachments of a GC configuration's two
+// keys (`cni.dev/valid-attachments` and its earlier name) and reports
+// whether either key is there at all: an absent list is not an empty one
+// to a plugin that would otherwise take every attachment for stale.
+func GCAttachments(valid, legacy []types.GCAttachment) (Attachments, bool) {
+	if valid == nil && legacy == nil {
+		return nil, false
+	}
+	out := Attachments{}
+	for _, list := range [][]types.GCAttachment{valid, legacy} {
+		for _, at := range list {
+			out[[2]string{at.ContainerID, at.IfName}] = true
+		}
+	}
+	return out, true
+}
+
 // ValidAttachments reads `cni.dev/valid-attachments` (and the key's earlier
 // name `cni.dev/attachments`) from a GC configuration. A missing or empty
 // list means nothing is valid: GC releases everything of the network.
@@ -94,11 +118,21 @@ func ValidAttachments(stdin []byte) (Attachments, error) {
 	if err := Decode(stdin, &w, "stdin"); err != nil {
 		return nil, err
 	}
-	out := Attachments{}
-	for _, l := range [][]types.GCAttachment{w.Valid, w.Legacy} {
-		for _, at := range l {
-			out[[2]string{at.ContainerID, at.IfName}] = true
-		}
+	if out, ok := GCAttachments(w.Valid, w.Legacy); ok {
+		return out, nil
 	}
-	return out, nil
+	return Attachments{}, nil
+}
+
+// NetworkName reads the network name of a configuration that does not
+// validate, for a DEL that can clean up with the name alone; false when
+// even that is missing.
+func NetworkName(stdin []byte) (string, bool) {
+	var w struct {
+		Name string `json:"name"`
+	}
+	if DecodeConf(stdin, &w) != nil || w.Name == "" {
+		return "", false
+	}
+	return w.Name, true
 }

@@ -49,6 +49,43 @@ func Env(reg *pluginmain.Registry) *pluginmain.Env {
 	}
 }
 
+// Conf builds a chained plugin's stdin in cniVersion v: the keys of base
+// (name, type, ...), then those of extra (the members of a JSON object
+// without its braces, "" for none; they win over base), and, unless prev is
+// nil, prev converted to version v as prevResult.
+func Conf(t testing.TB, v string, base map[string]any, extra string, prev *current.Result) []byte {
+	t.Helper()
+	m := map[string]any{"cniVersion": v}
+	for k, val := range base {
+		m[k] = val
+	}
+	if extra != "" {
+		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
+			t.Fatalf("extra keys %q: %v", extra, err)
+		}
+	}
+	if prev != nil {
+		r, err := prev.GetAsVersion(v)
+		if err != nil {
+			t.Fatalf("prevResult in version %s: %v", v, err)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var raw any
+		if err := json.Unmarshal(b, &raw); err != nil {
+			t.Fatal(err)
+		}
+		m["prevResult"] = raw
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // Call describes one invocation.
 type Call struct {
 	Command     string

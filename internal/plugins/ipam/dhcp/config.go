@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"linen.dev/linen/internal/plugins/ipam/dhcp/dhcp4"
@@ -187,14 +186,11 @@ func ParseConfig(stdin []byte) (*Config, error) {
 	if err := fe.Err(); err != nil {
 		return nil, err
 	}
-	if w.PrevResult != nil {
-		nc := types.NetConf{CNIVersion: w.CNIVersion, RawPrevResult: w.PrevResult}
-		prev, err := pluginmain.PrevResult(&nc)
-		if err != nil {
-			return nil, err
-		}
-		c.PrevResult = prev
+	prev, err := pluginmain.RawPrevResult(w.CNIVersion, w.PrevResult)
+	if err != nil {
+		return nil, err
 	}
+	c.PrevResult = prev
 	return c, nil
 }
 

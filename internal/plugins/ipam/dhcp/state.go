@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"linen.dev/linen/internal/atomicfile"
 	"linen.dev/linen/internal/plugins/ipam/dhcp/dhcp4"
 )
 
@@ -75,23 +76,7 @@ func writeFileAtomic(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-lease-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // resume loads StateDir: leases whose namespace still exists are

@@ -205,14 +205,11 @@ func ParseConfig(stdin []byte, cniArgs string) (*Config, error) {
 	if err := fe.Err(); err != nil {
 		return nil, err
 	}
-	if w.PrevResult != nil {
-		nc := types.NetConf{CNIVersion: w.CNIVersion, RawPrevResult: w.PrevResult}
-		prev, err := pluginmain.PrevResult(&nc)
-		if err != nil {
-			return nil, err
-		}
-		c.PrevResult = prev
+	prev, err := pluginmain.RawPrevResult(w.CNIVersion, w.PrevResult)
+	if err != nil {
+		return nil, err
 	}
+	c.PrevResult = prev
 	return c, nil
 }
 

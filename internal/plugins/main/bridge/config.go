@@ -39,15 +39,7 @@ type wireConf struct {
 	EnableDad                 bool         `json:"enabledad,omitempty"`
 	DisableContainerInterface bool         `json:"disableContainerInterface,omitempty"`
 	PortIsolation             bool         `json:"portIsolation,omitempty"`
-
-	Args *struct {
-		CNI *struct {
-			MAC string `json:"mac,omitempty"`
-		} `json:"cni,omitempty"`
-	} `json:"args,omitempty"`
-	RuntimeConfig *struct {
-		MAC string `json:"mac,omitempty"`
-	} `json:"runtimeConfig,omitempty"`
+	pluginmain.WireMAC
 }
 
 // Config is the validated configuration.
@@ -157,29 +149,11 @@ func parseConfig(stdin []byte, cniArgs string) (*Config, error) {
 	}
 
 	// MAC: runtimeConfig > args > CNI_ARGS.
-	mac, field := "", ""
-	if ca, err := pluginmain.ParseCNIArgs(cniArgs); err != nil {
+	ca, err := pluginmain.ParseCNIArgs(cniArgs)
+	if err != nil {
 		return nil, err
-	} else if v := ca.Get("MAC"); v != "" {
-		mac, field = v, "CNI_ARGS MAC"
 	}
-	if w.Args != nil && w.Args.CNI != nil && w.Args.CNI.MAC != "" {
-		mac, field = w.Args.CNI.MAC, "args.cni.mac"
-	}
-	if w.RuntimeConfig != nil && w.RuntimeConfig.MAC != "" {
-		mac, field = w.RuntimeConfig.MAC, "runtimeConfig.mac"
-	}
-	if mac != "" {
-		hw, err := net.ParseMAC(mac)
-		switch {
-		case err != nil || len(hw) != 6:
-			fe.Add(field, "%q is not an Ethernet MAC address", mac)
-		case hw[0]&1 == 1:
-			fe.Add(field, "%q is a multicast address", mac)
-		default:
-			c.MAC = hw
-		}
-	}
+	c.MAC, _ = pluginmain.RequestedMAC(fe, w.Sources(ca, "", "")...)
 	if err := fe.Err(); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"linen.dev/linen/internal/ipcfg"
 	"linen.dev/linen/internal/nft"
 	"linen.dev/linen/internal/plugins/ipmasq"
 	"linen.dev/linen/internal/plugins/pluginmain"
@@ -107,13 +108,7 @@ func (f *filterSet) check(a *pluginmain.Args, conf *Config, res *current.Result,
 		}
 	}
 	if conf.MacSpoofChk && hostIf != nil {
-		var podIf *current.Interface
-		for _, in := range res.Interfaces {
-			if in.Sandbox != "" && in.Name == a.IfName {
-				podIf = in
-			}
-		}
-		if podIf != nil {
+		if podIf := ipcfg.SandboxInterface(res, a.IfName); podIf != nil {
 			mac, err := net.ParseMAC(podIf.Mac)
 			if err != nil {
 				return fmt.Errorf("prevResult: interface %q MAC %q: %w", a.IfName, podIf.Mac, err)

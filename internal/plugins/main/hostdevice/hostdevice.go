@@ -379,22 +379,9 @@ func (p *plugin) check(ctx context.Context, env *pluginmain.Env, a *pluginmain.A
 		return err
 	}
 	prev := conf.PrevResult
-	if prev == nil {
-		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "prevResult: required for CHECK")
-	}
-	if conf.IPAMType != "" {
-		if err := env.DelegateCheck(ctx, conf.IPAMType, a, a.StdinData); err != nil {
-			return err
-		}
-	}
-	var podIf *current.Interface
-	for _, in := range prev.Interfaces {
-		if in.Sandbox != "" && in.Name == a.IfName {
-			podIf = in
-		}
-	}
-	if podIf == nil {
-		return fmt.Errorf("prevResult: no interface %q in the sandbox", a.IfName)
+	podIf, err := sublink.CheckResult(ctx, env, a, prev, conf.IPAMType)
+	if err != nil {
+		return err
 	}
 	pod, err := netlink.NewHandleAt(a.NS.Handle())
 	if err != nil {

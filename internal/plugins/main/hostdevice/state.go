@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"linen.dev/linen/internal/atomicfile"
 	"linen.dev/linen/internal/plugins/pluginmain"
 )
 
@@ -87,32 +88,7 @@ func saveState(dataDir, network string, s *state) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(dir)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // loadState reads an attachment's record: (nil, nil) when there is none.
@@ -144,7 +120,7 @@ func removeState(dataDir, network, containerID, ifName string) error {
 	if err != nil {
 		return fmt.Errorf("remove state: %w", err)
 	}
-	return syncDir(stateDir(dataDir, network))
+	return atomicfile.SyncDir(stateDir(dataDir, network))
 }
 
 // listStates returns the network's records; unreadable ones are reported
@@ -176,13 +152,4 @@ func listStates(dataDir, network string) (good []*state, bad []string, err error
 		good = append(good, s)
 	}
 	return good, bad, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

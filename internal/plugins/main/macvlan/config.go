@@ -13,7 +13,7 @@ import (
 // wireConf is the configuration as it arrives on stdin.
 type wireConf struct {
 	sublink.Wire
-	sublink.WireMAC
+	pluginmain.WireMAC
 	Mode       string `json:"mode,omitempty"`
 	MAC        string `json:"mac,omitempty"`
 	BCQueueLen *int64 `json:"bcqueuelen,omitempty"`
@@ -79,22 +79,12 @@ func parseConfig(stdin []byte, cniArgs string) (*sublink.Spec, error) {
 		}
 	}
 	fields := fe.Len()
-	mac := sublink.ParseMAC(fe, w.Sources(args, "mac", w.MAC)...)
+	mac, field := pluginmain.RequestedMAC(fe, w.Sources(args, "mac", w.MAC)...)
 	if mac != nil && c.Mode == netlink.MACVLAN_MODE_PASSTHRU && fe.Len() == fields {
-		fe.Add(macField(&w, args), "cannot be combined with mode passthru: a passthru interface takes the master's MAC, and changing it would change the master's")
+		fe.Add(field, "cannot be combined with mode passthru: a passthru interface takes the master's MAC, and changing it would change the master's")
 	}
 	if err := sublink.Finish(fe, &w.Wire, &common); err != nil {
 		return nil, err
 	}
 	return spec(common, c, mac), nil
-}
-
-// macField names the source the requested MAC came from.
-func macField(w *wireConf, args pluginmain.CNIArgs) string {
-	for _, s := range w.Sources(args, "mac", w.MAC) {
-		if s.Value != "" {
-			return s.Field
-		}
-	}
-	return "mac"
 }

@@ -1,8 +1,6 @@
 package sublink
 
 import (
-	"net"
-
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -54,76 +52,6 @@ func (w *Wire) Validate(fe *pluginmain.FieldErrors, masterRequired bool) Common 
 		fe.Add("mtu", "%d is outside 68..65535", w.MTU)
 	}
 	return c
-}
-
-// MACSource is one place a requested MAC address may come from.
-type MACSource struct {
-	Field string // "runtimeConfig.mac", for messages
-	Value string
-}
-
-// ParseMAC picks the requested MAC address from sources, highest precedence
-// first, and validates it: a unicast Ethernet address. It returns nil when
-// no source sets one.
-func ParseMAC(fe *pluginmain.FieldErrors, sources ...MACSource) net.HardwareAddr {
-	for _, s := range sources {
-		if s.Value == "" {
-			continue
-		}
-		hw, err := net.ParseMAC(s.Value)
-		switch {
-		case err != nil || len(hw) != 6:
-			fe.Add(s.Field, "%q is not an Ethernet MAC address", s.Value)
-		case hw[0]&1 == 1:
-			fe.Add(s.Field, "%q is a multicast address", s.Value)
-		case isZero(hw):
-			fe.Add(s.Field, "%q is the all-zero address", s.Value)
-		default:
-			return hw
-		}
-		return nil
-	}
-	return nil
-}
-
-func isZero(hw net.HardwareAddr) bool {
-	for _, b := range hw {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// WireMAC holds the places besides CNI_ARGS where the reference plugins
-// accept a requested MAC: the mac capability and args.cni.mac.
-type WireMAC struct {
-	Args *struct {
-		CNI *struct {
-			MAC string `json:"mac,omitempty"`
-		} `json:"cni,omitempty"`
-	} `json:"args,omitempty"`
-	RuntimeConfig *struct {
-		MAC string `json:"mac,omitempty"`
-	} `json:"runtimeConfig,omitempty"`
-}
-
-// Sources lists the MAC sources in precedence order: runtimeConfig.mac,
-// args.cni.mac, CNI_ARGS MAC, then the configuration's own key (staticField,
-// staticValue; empty when the plugin has none).
-func (w *WireMAC) Sources(cniArgs pluginmain.CNIArgs, staticField, staticValue string) []MACSource {
-	var out []MACSource
-	if w.RuntimeConfig != nil {
-		out = append(out, MACSource{"runtimeConfig.mac", w.RuntimeConfig.MAC})
-	}
-	if w.Args != nil && w.Args.CNI != nil {
-		out = append(out, MACSource{"args.cni.mac", w.Args.CNI.MAC})
-	}
-	out = append(out, MACSource{"CNI_ARGS MAC", cniArgs.Get("MAC")})
-	if staticField != "" {
-		out = append(out, MACSource{staticField, staticValue})
-	}
-	return out
 }
 
 // Finish turns collected problems into the CNI error, or decodes the

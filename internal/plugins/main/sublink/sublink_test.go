@@ -35,19 +35,6 @@ func TestWireValidate(t *testing.T) {
 	}
 }
 
-func TestParseMAC(t *testing.T) {
-	fe := pluginmain.NewFieldErrors(7)
-	if m := ParseMAC(fe, MACSource{"a", ""}, MACSource{"b", "02:00:00:00:00:01"}, MACSource{"c", "zz"}); m.String() != "02:00:00:00:00:01" || fe.Len() != 0 {
-		t.Errorf("first set source: %v %v", m, fe.Err())
-	}
-	if m := ParseMAC(fe, MACSource{"a", "03:00:00:00:00:01"}, MACSource{"b", "02:00:00:00:00:01"}); m != nil || !strings.Contains(fe.Err().Error(), "a: ") {
-		t.Errorf("a bad higher source is an error, not skipped: %v %v", m, fe.Err())
-	}
-	if m := ParseMAC(pluginmain.NewFieldErrors(7)); m != nil {
-		t.Errorf("no source: %v", m)
-	}
-}
-
 func TestTempName(t *testing.T) {
 	re := regexp.MustCompile(`^lnk[0-9a-f]{8}$`)
 	seen := map[string]bool{}

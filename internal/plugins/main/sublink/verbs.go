@@ -218,22 +218,9 @@ func (s *Spec) Del(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args)
 // addresses and routes.
 func (s *Spec) Check(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	prev := s.PrevResult
-	if prev == nil {
-		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "prevResult: required for CHECK")
-	}
-	if s.IPAMType != "" {
-		if err := env.DelegateCheck(ctx, s.IPAMType, a, a.StdinData); err != nil {
-			return err
-		}
-	}
-	var podIf *current.Interface
-	for _, in := range prev.Interfaces {
-		if in.Sandbox != "" && in.Name == a.IfName {
-			podIf = in
-		}
-	}
-	if podIf == nil {
-		return fmt.Errorf("prevResult: no interface %q in the sandbox", a.IfName)
+	podIf, err := CheckResult(ctx, env, a, prev, s.IPAMType)
+	if err != nil {
+		return err
 	}
 	host, pod, closeNL, err := nl.Handles(a.NS)
 	if err != nil {
@@ -254,6 +241,26 @@ func (s *Spec) Check(ctx context.Context, env *pluginmain.Env, a *pluginmain.Arg
 		return fmt.Errorf("interface %q is down", a.IfName)
 	}
 	return ipcfg.Check(pod, link, ipcfg.IPsFor(prev, a.IfName), prev.Routes)
+}
+
+// CheckResult begins the CHECK of a plugin that puts one interface into the
+// pod: the cached result prev must be there, the IPAM plugin (if any) must
+// pass its own CHECK, and prev must list the pod interface, which it
+// returns.
+func CheckResult(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args, prev *current.Result, ipamType string) (*current.Interface, error) {
+	if prev == nil {
+		return nil, pluginmain.Errorf(pluginmain.CodeInvalidConfig, "prevResult: required for CHECK")
+	}
+	if ipamType != "" {
+		if err := env.DelegateCheck(ctx, ipamType, a, a.StdinData); err != nil {
+			return nil, err
+		}
+	}
+	podIf := ipcfg.SandboxInterface(prev, a.IfName)
+	if podIf == nil {
+		return nil, fmt.Errorf("prevResult: no interface %q in the sandbox", a.IfName)
+	}
+	return podIf, nil
 }
 
 // VerifyLink checks an existing pod interface against the configuration:

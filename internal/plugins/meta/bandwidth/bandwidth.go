@@ -176,14 +176,12 @@ func delNetwork(env *pluginmain.Env, stdin []byte) (string, error) {
 	if err == nil {
 		return conf.Network, nil
 	}
-	var w struct {
-		Name string `json:"name"`
-	}
-	if pluginmain.DecodeConf(stdin, &w) != nil || w.Name == "" {
+	name, ok := pluginmain.NetworkName(stdin)
+	if !ok {
 		return "", err
 	}
 	env.Log.Warn("bandwidth: ignoring invalid configuration on DEL", "error", err)
-	return w.Name, nil
+	return name, nil
 }
 
 // unshapeVeth removes linen's qdiscs from the host end of the pod's veth.

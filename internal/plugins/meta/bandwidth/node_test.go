@@ -102,27 +102,7 @@ func (n *node) bridgePod(t *testing.T, i int) *pod {
 // ("" for none), prev the previous result (nil: none).
 func bwConf(t testing.TB, v, extra string, prev *current.Result) []byte {
 	t.Helper()
-	m := map[string]any{"cniVersion": v, "name": "ltbw", "type": "bandwidth"}
-	if extra != "" {
-		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
-			t.Fatalf("extra %q: %v", extra, err)
-		}
-	}
-	if prev != nil {
-		r, err := prev.GetAsVersion(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(r)
-		var raw any
-		json.Unmarshal(b, &raw)
-		m["prevResult"] = raw
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return plugintest.Conf(t, v, map[string]any{"name": "ltbw", "type": "bandwidth"}, extra, prev)
 }
 
 func (n *node) call(cmd string, p *pod, conf []byte) ([]byte, *types.Error) {

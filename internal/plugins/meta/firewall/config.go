@@ -16,14 +16,9 @@ type wireConf struct {
 	IptablesAdminChainName string `json:"iptablesAdminChainName,omitempty"`
 	FirewalldZone          string `json:"firewalldZone,omitempty"`
 	IngressPolicy          string `json:"ingressPolicy,omitempty"`
-
-	ValidAttachments  []attachment `json:"cni.dev/valid-attachments,omitempty"`
-	LegacyAttachments []attachment `json:"cni.dev/attachments,omitempty"`
-}
-
-type attachment struct {
-	ContainerID string `json:"containerID"`
-	IfName      string `json:"ifname"`
+	// The earlier name of cni.dev/valid-attachments (which types.NetConf
+	// decodes), for GC.
+	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
 }
 
 // Config is the validated configuration.
@@ -35,7 +30,7 @@ type Config struct {
 	AdminChain string
 	PrevResult *current.Result
 	// Valid is cni.dev/valid-attachments (GC); HasValid whether present.
-	Valid    []nft.Attachment
+	Valid    pluginmain.Attachments
 	HasValid bool
 }
 
@@ -73,14 +68,7 @@ func parseConfig(stdin []byte) (*Config, error) {
 	default:
 		fe.Add("ingressPolicy", "%q is not an ingress policy (want \"open\", \"same-bridge\" or \"isolated\")", w.IngressPolicy)
 	}
-	switch {
-	case w.ValidAttachments != nil:
-		c.HasValid = true
-		c.Valid = attachments(w.ValidAttachments)
-	case w.LegacyAttachments != nil:
-		c.HasValid = true
-		c.Valid = attachments(w.LegacyAttachments)
-	}
+	c.Valid, c.HasValid = pluginmain.GCAttachments(w.ValidAttachments, w.LegacyAttachments)
 	if err := fe.Err(); err != nil {
 		return nil, err
 	}
@@ -90,12 +78,4 @@ func parseConfig(stdin []byte) (*Config, error) {
 	}
 	c.PrevResult = prev
 	return c, nil
-}
-
-func attachments(in []attachment) []nft.Attachment {
-	out := make([]nft.Attachment, 0, len(in))
-	for _, a := range in {
-		out = append(out, nft.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
-	}
-	return out
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"linen.dev/linen/internal/nft"
+	"linen.dev/linen/internal/plugins/pluginmain"
 	"linen.dev/linen/internal/plugins/plugintest"
 )
 
@@ -37,8 +38,8 @@ func TestParseConfig(t *testing.T) {
 		{"nftables, isolated", conf(`,"backend":"nftables","ingressPolicy":"isolated"`), base(func(c *Config) { c.Policy = nft.IngressIsolated })},
 		{"open", conf(`,"ingressPolicy":"open"`), base(nil)},
 		{"valid attachments", conf(`,"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]`),
-			base(func(c *Config) { c.HasValid, c.Valid = true, []nft.Attachment{{ContainerID: "a", IfName: "eth0"}} })},
-		{"legacy attachments", conf(`,"cni.dev/attachments":[]`), base(func(c *Config) { c.HasValid, c.Valid = true, []nft.Attachment{} })},
+			base(func(c *Config) { c.HasValid, c.Valid = true, pluginmain.Attachments{{"a", "eth0"}: true} })},
+		{"legacy attachments", conf(`,"cni.dev/attachments":[]`), base(func(c *Config) { c.HasValid, c.Valid = true, pluginmain.Attachments{} })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

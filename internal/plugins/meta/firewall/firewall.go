@@ -9,6 +9,7 @@ import (
 
 	"linen.dev/linen/internal/ipcfg"
 	"linen.dev/linen/internal/nft"
+	"linen.dev/linen/internal/plugins/ipmasq"
 	"linen.dev/linen/internal/plugins/pluginmain"
 )
 
@@ -51,12 +52,12 @@ func add(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) (types.Resu
 			return nil, pluginmain.Errorf(pluginmain.CodeInvalidConfig, "ingressPolicy: isolated: %v", err)
 		}
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return nil, err
 	}
-	defer release(env, c, sock)
-	early, err := nft.AddFirewall(c, entry)
+	defer c.Release(env)
+	early, err := nft.AddFirewall(c.Conn, entry)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,7 @@ func del(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if err != nil {
 		// DEL must not fail on a configuration it can clean up without:
 		// the network name is all it needs to find elements by tag.
-		name, ok := networkName(a.StdinData)
+		name, ok := pluginmain.NetworkName(a.StdinData)
 		if !ok {
 			return err
 		}
@@ -91,12 +92,12 @@ func del(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 			}
 		}
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return err
 	}
-	defer release(env, c, sock)
-	return nft.DelFirewall(c, conf.Network, a.ContainerID, a.IfName, known)
+	defer c.Release(env)
+	return nft.DelFirewall(c.Conn, conf.Network, a.ContainerID, a.IfName, known)
 }
 
 func check(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
@@ -118,12 +119,12 @@ func check(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 			return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "ingressPolicy: %s: %v", conf.Policy, err)
 		}
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return err
 	}
-	defer release(env, c, sock)
-	return nft.CheckFirewall(c, entry)
+	defer c.Release(env)
+	return nft.CheckFirewall(c.Conn, entry)
 }
 
 func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
@@ -135,23 +136,23 @@ func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 		// Without the list every attachment would look stale.
 		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "cni.dev/valid-attachments: missing")
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return err
 	}
-	defer release(env, c, sock)
-	return nft.GCFirewall(c, conf.Network, conf.Valid)
+	defer c.Release(env)
+	return nft.GCFirewall(c.Conn, conf.Network, ipmasq.Valid(conf.Valid))
 }
 
 func status(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if _, err := parseConfig(a.StdinData); err != nil {
 		return err
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
 	}
-	defer release(env, c, sock)
+	defer c.Release(env)
 	if err := c.FirewallUsable(); err != nil {
 		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
 	}
@@ -166,30 +167,5 @@ func podIPs(prev *current.Result, ifName string) []netip.Addr {
 	if len(cfgs) == 0 {
 		cfgs = prev.IPs
 	}
-	var out []netip.Addr
-	seen := map[netip.Addr]bool{}
-	for _, ip := range cfgs {
-		if ip == nil {
-			continue
-		}
-		a := ipcfg.Prefix(ip.Address).Addr().Unmap()
-		if !a.IsValid() || a.IsLinkLocalUnicast() || seen[a] {
-			continue
-		}
-		seen[a] = true
-		out = append(out, a)
-	}
-	return out
-}
-
-// networkName reads the network name of a configuration that does not
-// validate.
-func networkName(stdin []byte) (string, bool) {
-	var w struct {
-		Name string `json:"name"`
-	}
-	if pluginmain.DecodeConf(stdin, &w) != nil || w.Name == "" {
-		return "", false
-	}
-	return w.Name, true
+	return ipcfg.RoutedAddrs(cfgs)
 }

@@ -10,9 +10,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
-	"linen.dev/linen/internal/nft"
-	"linen.dev/linen/internal/plugins/pluginmain"
-	"linen.dev/linen/internal/reaper"
 	"linen.dev/linen/internal/sysctl"
 )
 
@@ -69,17 +66,4 @@ func requireBridgeFilter(ips []netip.Addr, bridge string) error {
 		}
 	}
 	return nil
-}
-
-// release lets go of the nftables socket; after a transaction that deleted
-// something a plugin process hands the last release (and the kernel's wait
-// in it) to a detached reaper process (internal/reaper).
-func release(env *pluginmain.Env, c *nft.Conn, sock *os.File) {
-	if env.Detach && c.Deleted() {
-		if _, err := reaper.Start(reaper.Job{Hold: []*os.File{sock}}); err != nil {
-			env.Log.Debug("firewall: no reaper process for the socket release", "error", err)
-		}
-	}
-	c.Close()
-	sock.Close()
 }

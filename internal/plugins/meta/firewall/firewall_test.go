@@ -98,27 +98,11 @@ func (n *node) addPod(t *testing.T, br int, id string) *pod {
 // keys ("" for none), prev false leaves prevResult out.
 func fwConf(t testing.TB, p *pod, v, extra string, prev bool) []byte {
 	t.Helper()
-	m := map[string]any{"cniVersion": v, "name": p.net, "type": "firewall"}
-	if extra != "" {
-		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	var res *current.Result
 	if prev {
-		r, err := p.res.GetAsVersion(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(r)
-		var raw any
-		json.Unmarshal(b, &raw)
-		m["prevResult"] = raw
+		res = p.res
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return plugintest.Conf(t, v, map[string]any{"name": p.net, "type": "firewall"}, extra, res)
 }
 
 func (n *node) call(cmd string, p *pod, conf []byte) ([]byte, *types.Error) {

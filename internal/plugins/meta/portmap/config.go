@@ -32,13 +32,9 @@ type wireConf struct {
 		PortMappings json.RawMessage `json:"portMappings,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 
-	ValidAttachments  []attachment `json:"cni.dev/valid-attachments,omitempty"`
-	LegacyAttachments []attachment `json:"cni.dev/attachments,omitempty"`
-}
-
-type attachment struct {
-	ContainerID string `json:"containerID"`
-	IfName      string `json:"ifname"`
+	// The earlier name of cni.dev/valid-attachments (which types.NetConf
+	// decodes), for GC.
+	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
 }
 
 // Config is the validated configuration.
@@ -54,7 +50,7 @@ type Config struct {
 	HasMappings bool
 	PrevResult  *current.Result
 	// Valid is cni.dev/valid-attachments (GC); HasValid whether present.
-	Valid    []nft.Attachment
+	Valid    pluginmain.Attachments
 	HasValid bool
 }
 
@@ -98,14 +94,7 @@ func parseConfig(stdin []byte) (*Config, error) {
 		c.HasMappings = true
 		c.Mappings = parsePortMappings(w.RuntimeConfig.PortMappings, "runtimeConfig.portMappings", fe)
 	}
-	switch {
-	case w.ValidAttachments != nil:
-		c.HasValid = true
-		c.Valid = attachments(w.ValidAttachments)
-	case w.LegacyAttachments != nil:
-		c.HasValid = true
-		c.Valid = attachments(w.LegacyAttachments)
-	}
+	c.Valid, c.HasValid = pluginmain.GCAttachments(w.ValidAttachments, w.LegacyAttachments)
 	if err := fe.Err(); err != nil {
 		return nil, err
 	}
@@ -115,14 +104,6 @@ func parseConfig(stdin []byte) (*Config, error) {
 	}
 	c.PrevResult = prev
 	return c, nil
-}
-
-func attachments(in []attachment) []nft.Attachment {
-	out := make([]nft.Attachment, 0, len(in))
-	for _, a := range in {
-		out = append(out, nft.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
-	}
-	return out
 }
 
 // ParsePortMappings decodes the portMappings capability: a list of

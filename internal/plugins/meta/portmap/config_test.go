@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"linen.dev/linen/internal/nft"
+	"linen.dev/linen/internal/plugins/pluginmain"
 	"linen.dev/linen/internal/plugins/plugintest"
 )
 
@@ -53,9 +54,9 @@ func TestParseConfig(t *testing.T) {
 		{"empty mappings", conf(`,"runtimeConfig":{"portMappings":[]}`),
 			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasMappings: true}},
 		{"valid attachments", conf(`,"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]`),
-			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasValid: true, Valid: []nft.Attachment{{ContainerID: "a", IfName: "eth0"}}}},
+			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasValid: true, Valid: pluginmain.Attachments{{"a", "eth0"}: true}}},
 		{"legacy attachments", conf(`,"cni.dev/attachments":[]`),
-			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasValid: true, Valid: []nft.Attachment{}}},
+			&Config{Network: "net1", CNIVersion: "1.1.0", SNAT: true, HasValid: true, Valid: pluginmain.Attachments{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

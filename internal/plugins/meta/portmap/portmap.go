@@ -8,6 +8,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"linen.dev/linen/internal/nft"
+	"linen.dev/linen/internal/plugins/ipmasq"
 	"linen.dev/linen/internal/plugins/pluginmain"
 )
 
@@ -50,19 +51,19 @@ func add(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) (types.Resu
 			return nil, err
 		}
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return nil, err
 	}
-	defer release(env, c, sock)
-	if err := nft.AddPortMaps(c, entry); err != nil {
+	defer c.Release(env)
+	if err := nft.AddPortMaps(c.Conn, entry); err != nil {
 		var pce *nft.PortConflictError
 		if errors.As(err, &pce) {
 			return nil, conflictError(pce)
 		}
 		return nil, err
 	}
-	if n, err := nft.DeleteStaleUDPConntrack(c, entry); err != nil {
+	if n, err := nft.DeleteStaleUDPConntrack(c.Conn, entry); err != nil {
 		// The mappings work for new flows; only datagrams of a flow that
 		// started before them may still miss the pod until it times out.
 		env.Log.Warn("portmap: stale UDP conntrack entries not deleted", "error", err)
@@ -85,21 +86,19 @@ func del(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	case err != nil:
 		// DEL must not fail on a configuration it could clean up without:
 		// all it needs is the network name, to find elements by tag.
-		var w struct {
-			Name string `json:"name"`
-		}
-		if pluginmain.DecodeConf(a.StdinData, &w) != nil || w.Name == "" {
+		name, ok := pluginmain.NetworkName(a.StdinData)
+		if !ok {
 			return err
 		}
 		env.Log.Warn("portmap: ignoring invalid configuration on DEL; removing by owner", "error", err)
-		conf = &Config{Network: w.Name}
+		conf = &Config{Network: name}
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return err
 	}
-	defer release(env, c, sock)
-	return nft.DelPortMaps(c, conf.Network, a.ContainerID, a.IfName, known)
+	defer c.Release(env)
+	return nft.DelPortMaps(c.Conn, conf.Network, a.ContainerID, a.IfName, known)
 }
 
 func check(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
@@ -117,12 +116,12 @@ func check(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if err != nil {
 		return err
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return err
 	}
-	defer release(env, c, sock)
-	return nft.CheckPortMaps(c, entry)
+	defer c.Release(env)
+	return nft.CheckPortMaps(c.Conn, entry)
 }
 
 func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
@@ -134,23 +133,23 @@ func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 		// Without the list every attachment would look stale.
 		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "cni.dev/valid-attachments: missing")
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return err
 	}
-	defer release(env, c, sock)
-	return nft.GCPortMaps(c, conf.Network, conf.Valid)
+	defer c.Release(env)
+	return nft.GCPortMaps(c.Conn, conf.Network, ipmasq.Valid(conf.Valid))
 }
 
 func status(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if _, err := parseConfig(a.StdinData); err != nil {
 		return err
 	}
-	c, sock, err := nft.Dial(-1)
+	c, err := ipmasq.Dial()
 	if err != nil {
 		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
 	}
-	defer release(env, c, sock)
+	defer c.Release(env)
 	if err := c.NATUsable(); err != nil {
 		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
 	}

@@ -11,9 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"linen.dev/linen/internal/nft"
 	"linen.dev/linen/internal/plugins/pluginmain"
-	"linen.dev/linen/internal/reaper"
 	"linen.dev/linen/internal/sysctl"
 )
 
@@ -49,17 +47,4 @@ func allowLocalnet(env *pluginmain.Env, pod netip.Addr, prev *current.Result) er
 		}
 	}
 	return nil
-}
-
-// release lets go of the nftables socket. After a transaction that deleted
-// something, the kernel makes the last release wait for its destroy work;
-// a plugin process hands that release to a detached helper.
-func release(env *pluginmain.Env, c *nft.Conn, sock *os.File) {
-	if env.Detach && c.Deleted() {
-		if _, err := reaper.Start(reaper.Job{Hold: []*os.File{sock}}); err != nil {
-			env.Log.Debug("portmap: no helper for the socket release", "error", err)
-		}
-	}
-	c.Close()
-	sock.Close()
 }

@@ -94,34 +94,15 @@ func (p *pod) prevResult() *current.Result {
 // runtimeConfig) and prev nil (no prevResult).
 func config(t testing.TB, v, extra, mappings string, prev *current.Result) []byte {
 	t.Helper()
-	m := map[string]any{"cniVersion": v, "name": "pmnet", "type": "portmap"}
-	if extra != "" {
-		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	base := map[string]any{"name": "pmnet", "type": "portmap"}
 	if mappings != "" {
 		var pm any
 		if err := json.Unmarshal([]byte(mappings), &pm); err != nil {
 			t.Fatal(err)
 		}
-		m["runtimeConfig"] = map[string]any{"portMappings": pm}
+		base["runtimeConfig"] = map[string]any{"portMappings": pm}
 	}
-	if prev != nil {
-		r, err := prev.GetAsVersion(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(r)
-		var raw any
-		json.Unmarshal(b, &raw)
-		m["prevResult"] = raw
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return plugintest.Conf(t, v, base, extra, prev)
 }
 
 func (n *node) call(cmd string, p *pod, conf []byte) ([]byte, *types.Error) {

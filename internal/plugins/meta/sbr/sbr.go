@@ -274,20 +274,7 @@ func status(_ context.Context, _ *pluginmain.Env, a *pluginmain.Args) error {
 // result, without link-local ones (their scope is the link: no rule is
 // needed to leave through it).
 func ifaceIPs(prev *current.Result, ifName string) []netip.Addr {
-	var out []netip.Addr
-	seen := map[netip.Addr]bool{}
-	for _, ip := range ipcfg.IPsFor(prev, ifName) {
-		if ip == nil {
-			continue
-		}
-		a := ipcfg.Prefix(ip.Address).Addr().Unmap()
-		if !a.IsValid() || a.IsLinkLocalUnicast() || seen[a] {
-			continue
-		}
-		seen[a] = true
-		out = append(out, a)
-	}
-	return out
+	return ipcfg.RoutedAddrs(ipcfg.IPsFor(prev, ifName))
 }
 
 func families(ips []netip.Addr) []int {

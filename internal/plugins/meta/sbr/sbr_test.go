@@ -70,24 +70,7 @@ func (tp *topo) addIf(t *testing.T, ifName string, n int, routes string) *curren
 // none) and extra keys.
 func conf(t testing.TB, v, extra string, prev *current.Result) []byte {
 	t.Helper()
-	m := map[string]any{"cniVersion": v, "name": "sbrnet", "type": "sbr"}
-	if extra != "" {
-		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if prev != nil {
-		r, err := prev.GetAsVersion(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(r)
-		var raw any
-		json.Unmarshal(b, &raw)
-		m["prevResult"] = raw
-	}
-	b, _ := json.Marshal(m)
-	return b
+	return plugintest.Conf(t, v, map[string]any{"name": "sbrnet", "type": "sbr"}, extra, prev)
 }
 
 func (tp *topo) call(cmd, ifName string, c []byte) ([]byte, *types.Error) {

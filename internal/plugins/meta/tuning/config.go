@@ -85,25 +85,15 @@ func parseConfig(stdin []byte, cniArgs string) (*Config, error) {
 		fe.Add("dataDir", "%q is not an absolute path", c.DataDir)
 	}
 
-	mac, macField := "", ""
-	if w.Mac != nil && *w.Mac != "" {
-		mac, macField = *w.Mac, "mac"
-	}
 	ca, err := pluginmain.ParseCNIArgs(cniArgs)
 	if err != nil {
 		return nil, err
-	}
-	if v := ca.Get("MAC"); v != "" {
-		mac, macField = v, "CNI_ARGS MAC"
 	}
 	c.MTU, c.Promisc, c.Allmulti, c.TxQLen = w.Mtu, w.Promisc, w.Allmulti, w.TxQLen
 	mtuField, txqField := "mtu", "txQLen"
 	sysctls := collectSysctls(w.SysCtl, "sysctl", fe)
 	if w.Args != nil && w.Args.CNI != nil {
 		a := w.Args.CNI
-		if a.Mac != nil && *a.Mac != "" {
-			mac, macField = *a.Mac, "args.cni.mac"
-		}
 		if a.Mtu != nil {
 			c.MTU, mtuField = a.Mtu, "args.cni.mtu"
 		}
@@ -120,23 +110,18 @@ func parseConfig(stdin []byte, cniArgs string) (*Config, error) {
 			sysctls[t] = s
 		}
 	}
-	if w.RuntimeConfig != nil && w.RuntimeConfig.Mac != nil && *w.RuntimeConfig.Mac != "" {
-		mac, macField = *w.RuntimeConfig.Mac, "runtimeConfig.mac"
+	var macs []pluginmain.MACSource // highest precedence first
+	if w.RuntimeConfig != nil && w.RuntimeConfig.Mac != nil {
+		macs = append(macs, pluginmain.MACSource{Field: "runtimeConfig.mac", Value: *w.RuntimeConfig.Mac})
 	}
-
-	if mac != "" {
-		hw, err := net.ParseMAC(mac)
-		switch {
-		case err != nil || len(hw) != 6:
-			fe.Add(macField, "%q is not an Ethernet MAC address", mac)
-		case hw[0]&1 == 1:
-			fe.Add(macField, "%q is a multicast address", mac)
-		case isZero(hw):
-			fe.Add(macField, "%q is the zero address", mac)
-		default:
-			c.MAC, c.macField = hw, macField
-		}
+	if w.Args != nil && w.Args.CNI != nil && w.Args.CNI.Mac != nil {
+		macs = append(macs, pluginmain.MACSource{Field: "args.cni.mac", Value: *w.Args.CNI.Mac})
 	}
+	macs = append(macs, pluginmain.MACSource{Field: "CNI_ARGS MAC", Value: ca.Get("MAC")})
+	if w.Mac != nil {
+		macs = append(macs, pluginmain.MACSource{Field: "mac", Value: *w.Mac})
+	}
+	c.MAC, c.macField = pluginmain.RequestedMAC(fe, macs...)
 	if c.MTU != nil && *c.MTU == 0 {
 		c.MTU = nil // as in the reference plugin: 0 is "not set"
 	}
@@ -235,13 +220,4 @@ func (c *Config) sysctlsFor(ifName string, al *allowlist) ([]resolved, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-func isZero(hw net.HardwareAddr) bool {
-	for _, b := range hw {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }

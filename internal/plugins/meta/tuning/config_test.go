@@ -101,7 +101,7 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`mac: "zz" is not an Ethernet MAC address`, "mtu: 67 is outside 68..65535", "txQLen: -1 is outside 0..", `dataDir: "rel/dir" is not an absolute path`}},
 		{"multicast and zero MAC", conf(`,"runtimeConfig":{"mac":"01:00:5e:00:00:01"},"args":{"cni":{"mtu":70000}}`), "", 7,
 			[]string{`runtimeConfig.mac: "01:00:5e:00:00:01" is a multicast address`, "args.cni.mtu: 70000 is outside"}},
-		{"zero MAC from CNI_ARGS", conf(""), "MAC=00:00:00:00:00:00", 7, []string{`CNI_ARGS MAC: "00:00:00:00:00:00" is the zero address`}},
+		{"zero MAC from CNI_ARGS", conf(""), "MAC=00:00:00:00:00:00", 7, []string{`CNI_ARGS MAC: "00:00:00:00:00:00" is the all-zero address`}},
 		{"long MAC", conf(`,"args":{"cni":{"mac":"00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"}}`), "", 7,
 			[]string{"args.cni.mac: \"00:00:00:00:fe:80"}},
 		{"sysctl keys", conf(`,"sysctl":{"kernel.hostname":"x","net/../kernel/hostname":"x","net.ipv4..ip_forward":"1","/proc/sys/net/core/somaxconn":"1",

@@ -59,24 +59,7 @@ func (n *node) prev() *current.Result {
 // and the state directory; prev may be nil.
 func (n *node) conf(t testing.TB, v, extra string, prev *current.Result) []byte {
 	t.Helper()
-	m := map[string]any{"cniVersion": v, "name": "lttun", "type": "tuning", "dataDir": n.dataDir}
-	if extra != "" {
-		if err := json.Unmarshal([]byte("{"+extra+"}"), &m); err != nil {
-			t.Fatalf("extra %q: %v", extra, err)
-		}
-	}
-	if prev != nil {
-		r, err := prev.GetAsVersion(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(r)
-		var raw any
-		json.Unmarshal(b, &raw)
-		m["prevResult"] = raw
-	}
-	b, _ := json.Marshal(m)
-	return b
+	return plugintest.Conf(t, v, map[string]any{"name": "lttun", "type": "tuning", "dataDir": n.dataDir}, extra, prev)
 }
 
 func (n *node) call(cmd string, conf []byte, cniArgs string) ([]byte, *types.Error) {

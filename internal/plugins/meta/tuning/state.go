@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"linen.dev/linen/internal/atomicfile"
 )
 
 // state is what ADD saved of an attachment: the original value of
@@ -88,35 +90,18 @@ func readState(path string) (*state, error) {
 	return st, nil
 }
 
-// writeState replaces the file atomically (a new file renamed over it,
-// synced first), readable by root only.
+// writeState replaces the file atomically (internal/atomicfile), readable
+// by root only.
 func writeState(path string, st *state) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	data, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save state %s: %w", path, werr)
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
+	"linen.dev/linen/internal/ipcfg"
 	"linen.dev/linen/internal/nl"
 	"linen.dev/linen/internal/plugins/pluginmain"
 )
@@ -175,12 +176,8 @@ func (t *tuning) add(_ context.Context, env *pluginmain.Env, a *pluginmain.Args)
 	}
 
 	res := conf.PrevResult
-	if conf.MAC != nil {
-		for _, in := range res.Interfaces {
-			if in != nil && in.Name == a.IfName && in.Sandbox != "" {
-				in.Mac = conf.MAC.String()
-			}
-		}
+	if in := ipcfg.SandboxInterface(res, a.IfName); in != nil && conf.MAC != nil {
+		in.Mac = conf.MAC.String()
 	}
 	return res, nil
 }
