@@ -231,11 +231,13 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 
 func enableForwarding(ips []*current.IPConfig) error {
 	for _, ip := range ips {
-		key := "net/ipv4/ip_forward"
-		if ip.Address.IP.To4() == nil {
-			key = "net/ipv6/conf/all/forwarding"
+		if ip.Address.IP.To4() != nil {
+			if err := nl.EnsureIPv4Forwarding(); err != nil {
+				return err
+			}
+			continue
 		}
-		if err := sysctl.Ensure(key, "1"); err != nil {
+		if err := sysctl.Ensure("net/ipv6/conf/all/forwarding", "1"); err != nil {
 			return err
 		}
 	}
