@@ -144,15 +144,10 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 			hasV6 = true
 		}
 	}
-	if err := a.NS.Do(func() error { return podSysctls(podLink.Attrs().Index, a.IfName, hasV6, conf.EnableDAD) }); err != nil {
-		return nil, err
-	}
-	mark("sysctl")
-	if err := ipcfg.Configure(pod, a.NS, podLink, res.IPs, res.Routes, ipcfg.Options{DAD: conf.EnableDAD}); err != nil {
-		return nil, err
-	}
-	mark("addresses")
-
+	// The gateway before the pod's interface comes up: its carrier going
+	// up makes the kernel walk every port of the bridge under the global
+	// rtnetlink lock (~0.4 ms at 300 ports), and every rtnetlink request
+	// made after that waits for it.
 	if conf.IsGateway {
 		gw := br
 		if conf.Vlan != 0 {
@@ -171,6 +166,15 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	}
 
 	mark("gateway")
+	if err := a.NS.Do(func() error { return podSysctls(podLink.Attrs().Index, a.IfName, hasV6, conf.EnableDAD) }); err != nil {
+		return nil, err
+	}
+	mark("sysctl")
+	if err := ipcfg.Configure(pod, a.NS, podLink, res.IPs, res.Routes, ipcfg.Options{DAD: conf.EnableDAD}); err != nil {
+		return nil, err
+	}
+	mark("addresses")
+
 	if conf.IPMasq || conf.MacSpoofChk {
 		undoNft, err := addFilters(a, conf, res, hostVeth.Attrs().Name, podLink.Attrs().HardwareAddr)
 		if err != nil {
