@@ -165,7 +165,14 @@ func ifExists(a *pluginmain.Args) error {
 // (an unsolicited neighbour advertisement) for the interface's addresses
 // when it goes up.
 func Announce(ifName string, v6 bool) error {
-	keys := []string{sysctl.Link("ipv4", ifName, "arp_notify")}
+	var keys []string
+	// arp_notify through rtnetlink when it can: the first /proc/sys/net
+	// path walk in a new namespace costs O(namespaces on the node) (see
+	// nl.IPv4DevConf).
+	l, err := netlink.LinkByName(ifName)
+	if err != nil || nl.SetIPv4DevConf(l.Attrs().Index, nl.DevConfArpNotify, 1) != nil {
+		keys = append(keys, sysctl.Link("ipv4", ifName, "arp_notify"))
+	}
 	if v6 {
 		keys = append(keys, sysctl.Link("ipv6", ifName, "ndisc_notify"))
 	}
