@@ -81,6 +81,27 @@ func (c *Conn) Release(env *pluginmain.Env) {
 	c.Close()
 }
 
+// Do runs fn on a new connection in the calling thread's namespace and
+// releases it afterwards.
+func Do(env *pluginmain.Env, fn func(*Conn) error) error {
+	c, err := Dial()
+	if err != nil {
+		return err
+	}
+	defer c.Release(env)
+	return fn(c)
+}
+
+// Status answers a STATUS: nftables must be reachable and probe must find
+// what the plugin needs usable; otherwise the error has code 50.
+func Status(env *pluginmain.Env, probe func(*Conn) error) error {
+	err := Do(env, probe)
+	if err != nil {
+		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
+	}
+	return nil
+}
+
 // Hold is what a detached DEL helper keeps open (nil-safe).
 func (c *Conn) Hold() []*os.File {
 	if c == nil {

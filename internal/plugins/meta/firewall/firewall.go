@@ -119,12 +119,7 @@ func check(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 			return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "ingressPolicy: %s: %v", conf.Policy, err)
 		}
 	}
-	c, err := ipmasq.Dial()
-	if err != nil {
-		return err
-	}
-	defer c.Release(env)
-	return nft.CheckFirewall(c.Conn, entry)
+	return ipmasq.Do(env, func(c *ipmasq.Conn) error { return nft.CheckFirewall(c.Conn, entry) })
 }
 
 func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
@@ -136,27 +131,16 @@ func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 		// Without the list every attachment would look stale.
 		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "cni.dev/valid-attachments: missing")
 	}
-	c, err := ipmasq.Dial()
-	if err != nil {
-		return err
-	}
-	defer c.Release(env)
-	return nft.GCFirewall(c.Conn, conf.Network, ipmasq.Valid(conf.Valid))
+	return ipmasq.Do(env, func(c *ipmasq.Conn) error {
+		return nft.GCFirewall(c.Conn, conf.Network, ipmasq.Valid(conf.Valid))
+	})
 }
 
 func status(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if _, err := parseConfig(a.StdinData); err != nil {
 		return err
 	}
-	c, err := ipmasq.Dial()
-	if err != nil {
-		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
-	}
-	defer c.Release(env)
-	if err := c.FirewallUsable(); err != nil {
-		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
-	}
-	return nil
+	return ipmasq.Status(env, func(c *ipmasq.Conn) error { return c.FirewallUsable() })
 }
 
 // podIPs returns the addresses of the sandbox interface ifName in the

@@ -116,12 +116,7 @@ func check(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if err != nil {
 		return err
 	}
-	c, err := ipmasq.Dial()
-	if err != nil {
-		return err
-	}
-	defer c.Release(env)
-	return nft.CheckPortMaps(c.Conn, entry)
+	return ipmasq.Do(env, func(c *ipmasq.Conn) error { return nft.CheckPortMaps(c.Conn, entry) })
 }
 
 func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
@@ -133,25 +128,14 @@ func gc(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 		// Without the list every attachment would look stale.
 		return pluginmain.Errorf(pluginmain.CodeInvalidConfig, "cni.dev/valid-attachments: missing")
 	}
-	c, err := ipmasq.Dial()
-	if err != nil {
-		return err
-	}
-	defer c.Release(env)
-	return nft.GCPortMaps(c.Conn, conf.Network, ipmasq.Valid(conf.Valid))
+	return ipmasq.Do(env, func(c *ipmasq.Conn) error {
+		return nft.GCPortMaps(c.Conn, conf.Network, ipmasq.Valid(conf.Valid))
+	})
 }
 
 func status(_ context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if _, err := parseConfig(a.StdinData); err != nil {
 		return err
 	}
-	c, err := ipmasq.Dial()
-	if err != nil {
-		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
-	}
-	defer c.Release(env)
-	if err := c.NATUsable(); err != nil {
-		return pluginmain.Errorf(pluginmain.CodeNotAvailable, "nftables: %v", err)
-	}
-	return nil
+	return ipmasq.Status(env, func(c *ipmasq.Conn) error { return c.NATUsable() })
 }
