@@ -90,7 +90,7 @@ func TestIndexRoundTrip(t *testing.T) {
 	}
 	// Every kind of damage is detected by the full decode, and damage to
 	// the last block by the tail check too.
-	old := []byte(strings.Replace(string(b), "index 2", "index 1", 1))
+	old := []byte(strings.Replace(string(b), "index 3", "index 2", 1))
 	bad := map[string]struct {
 		b    []byte
 		tail bool // lastSeal must reject it too
