@@ -266,12 +266,36 @@ func TestLinuxTCP(t *testing.T) {
 		if c.Len() != 1 {
 			t.Fatalf("%d packets to write for one flight, want 1 super-packet", c.Len())
 		}
-		if err := c.Flush(func(iov [][]byte) error { _, err := d.Write(iov); return err }); err != nil {
+		var flight [][]byte
+		if err := c.Flush(func(iov [][]byte) error {
+			for _, b := range iov {
+				flight = append(flight, append([]byte(nil), b...))
+			}
+			_, err := d.Write(iov)
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
-		// Wait for the kernel to acknowledge the flight.
+		// Wait for the kernel to acknowledge the flight, sending it again
+		// every second meanwhile: a busy machine may drop a packet written
+		// into the TUN, and this peer has no retransmission timer of its
+		// own. A copy that arrives twice is acknowledged all the same.
+		stop := make(chan struct{})
+		go func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					_, _ = d.Write(flight)
+				}
+			}
+		}()
 		for i := 0; ; i++ {
 			if i == 100 {
+				close(stop)
 				t.Fatal("flight not acknowledged")
 			}
 			_, a := readIPv4(t, d, ProtoTCP)
@@ -279,6 +303,7 @@ func TestLinuxTCP(t *testing.T) {
 				break
 			}
 		}
+		close(stop)
 		off = end
 	}
 	p.send(tcpFIN|tcpACK, nil, nil)
