@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/vishvananda/netlink"
 	vnl "github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
@@ -165,3 +166,19 @@ type rawData []byte
 
 func (r rawData) Len() int          { return len(r) }
 func (r rawData) Serialize() []byte { return r }
+
+// in6AddrGenModeNone is IN6_ADDR_GEN_MODE_NONE (linux/if_link.h).
+const in6AddrGenModeNone = 1
+
+// NoIPv6LinkLocal turns IPv6 address generation off on l, which must still
+// be down: it comes up with no link-local address, so it sends no duplicate
+// address detection, MLD reports or router solicitations. IPv6 stays on
+// (addresses can still be added). A kernel without IPv6 has nothing to turn
+// off.
+func NoIPv6LinkLocal(h *netlink.Handle, l netlink.Link) error {
+	err := h.LinkSetIP6AddrGenMode(l, in6AddrGenModeNone)
+	if err == nil || errors.Is(err, unix.EAFNOSUPPORT) {
+		return nil
+	}
+	return fmt.Errorf("turn IPv6 address generation off on %q: %w", l.Attrs().Name, err)
+}

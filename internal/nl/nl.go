@@ -8,12 +8,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"linen.dev/linen/internal/netns"
+	"linen.dev/linen/internal/sysctl"
 )
 
 // IsNotFound reports whether err means the link does not exist.
@@ -47,14 +49,22 @@ func RandomVethName() string {
 // and whose pod end is created directly inside the pod namespace: one
 // RTM_NEWLINK, no move between namespaces, no rename.
 type Veth struct {
-	PodNS     *netns.NS
-	PodIf     string
-	PodMAC    net.HardwareAddr // nil = kernel random
-	MTU       int
-	HostMAC   net.HardwareAddr
-	Master    int  // host-side master (bridge) index, 0 for none
-	HostUp    bool // create the host end administratively up
-	HostAlias string
+	PodNS   *netns.NS
+	PodIf   string
+	PodMAC  net.HardwareAddr // nil = kernel random
+	MTU     int
+	HostMAC net.HardwareAddr
+	Master  int  // host-side master (bridge) index, 0 for none
+	HostUp  bool // create the host end administratively up
+	// HostNoIPv6 disables IPv6 on the host end before it comes up: a
+	// bridge port forwards frames and needs no addresses of its own.
+	// Left on, each port gets a link-local address, multicast and
+	// link-local routes in the host's table and DAD, MLD and router
+	// solicitations into the pod, and every later port event walks the
+	// host's IPv6 routes: the cost of attaching a pod grows with the
+	// number of ports.
+	HostNoIPv6 bool
+	HostAlias  string
 }
 
 // ErrPodIfExists is returned when the pod interface name is taken.
@@ -69,7 +79,7 @@ func CreateVeth(host, pod *netlink.Handle, v Veth) (netlink.Link, error) {
 		la.MTU = v.MTU
 		la.MasterIndex = v.Master
 		la.HardwareAddr = v.HostMAC
-		if v.HostUp {
+		if v.HostUp && !v.HostNoIPv6 {
 			la.Flags = net.FlagUp
 		}
 		veth := &netlink.Veth{LinkAttrs: la, PeerName: v.PodIf, PeerNamespace: netlink.NsFd(v.PodNS.Fd()), PeerHardwareAddr: v.PodMAC}
@@ -82,6 +92,12 @@ func CreateVeth(host, pod *netlink.Handle, v Veth) (netlink.Link, error) {
 			if lerr != nil {
 				return nil, fmt.Errorf("find new veth %q: %w", la.Name, lerr)
 			}
+			if v.HostNoIPv6 {
+				if err := hostNoIPv6(host, l, v.HostUp); err != nil {
+					_ = host.LinkDel(l)
+					return nil, err
+				}
+			}
 			return l, nil
 		}
 		if !errors.Is(err, unix.EEXIST) {
@@ -92,6 +108,26 @@ func CreateVeth(host, pod *netlink.Handle, v Veth) (netlink.Link, error) {
 		}
 	}
 	return nil, errors.New("create veth pair: no free host-side name after 4 attempts")
+}
+
+// hostNoIPv6 turns IPv6 off on the new host end l, then brings it up if up.
+// The write goes through /proc/sys (the kernel takes disable_ipv6 through no
+// other interface) and resolves in the calling thread's namespace, which is
+// the host's: the one h is bound to. A kernel without IPv6 has no such file,
+// which is fine.
+func hostNoIPv6(h *netlink.Handle, l netlink.Link, up bool) error {
+	name := l.Attrs().Name
+	if err := sysctl.Set(sysctl.Link("ipv6", name, "disable_ipv6"), "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if !up {
+		return nil
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %q up: %w", name, err)
+	}
+	l.Attrs().Flags |= net.FlagUp
+	return nil
 }
 
 // VethPeerIndex returns the peer ifindex of a veth (IFLA_LINK).

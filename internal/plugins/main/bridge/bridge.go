@@ -64,7 +64,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 
 	hostVeth, err := nl.CreateVeth(host, pod, nl.Veth{
 		PodNS: a.NS, PodIf: a.IfName, PodMAC: conf.MAC, MTU: conf.MTU,
-		Master: br.Attrs().Index, HostUp: true,
+		Master: br.Attrs().Index, HostUp: true, HostNoIPv6: true,
 	})
 	if err != nil {
 		if errors.Is(err, nl.ErrPodIfExists) {
@@ -166,6 +166,15 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	}
 
 	mark("gateway")
+	if !hasV6 {
+		// An IPv4-only pod gets no IPv6 link-local address: its
+		// duplicate address detection, MLD reports and router
+		// solicitations would be flooded to every port of the bridge,
+		// work for every other pod on the node at each pod start.
+		if err := nl.NoIPv6LinkLocal(pod, podLink); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.NS.Do(func() error { return podSysctls(podLink.Attrs().Index, a.IfName, hasV6, conf.EnableDAD) }); err != nil {
 		return nil, err
 	}
@@ -209,7 +218,14 @@ func ensureBridge(h *netlink.Handle, conf *Config) (netlink.Link, error) {
 	la.Flags = net.FlagUp
 	// A fixed MAC keeps the bridge's address from following its ports.
 	la.HardwareAddr = randomMAC()
-	br := &netlink.Bridge{LinkAttrs: la}
+	// Multicast snooping off unless asked for: a pod bridge has no
+	// querier, so what snooping learns from unsolicited reports expires
+	// after the membership interval and the traffic floods again, and
+	// while it is on every port coming up makes the kernel restart the
+	// snooping timers of every port (br_multicast_enable_port over the
+	// whole port list), a cost each pod attach pays per pod present.
+	snoop := conf.McastSnooping != nil && *conf.McastSnooping
+	br := &netlink.Bridge{LinkAttrs: la, MulticastSnooping: &snoop}
 	if conf.Vlan != 0 || len(conf.Trunk) > 0 {
 		on := true
 		br.VlanFiltering = &on
@@ -243,8 +259,17 @@ func fixBridge(h *netlink.Handle, l netlink.Link, conf *Config) error {
 			return fmt.Errorf("set bridge %q promiscuous: %w", conf.Bridge, err)
 		}
 	}
+	br := l.(*netlink.Bridge)
+	if want := conf.McastSnooping; want != nil && (br.MulticastSnooping == nil || *br.MulticastSnooping != *want) {
+		// A bare request: sent with the attributes just read, the
+		// change is refused (EOPNOTSUPP).
+		la := netlink.NewLinkAttrs()
+		la.Index, la.Name = l.Attrs().Index, l.Attrs().Name
+		if err := h.BridgeSetMcastSnoop(&netlink.Bridge{LinkAttrs: la}, *want); err != nil {
+			return fmt.Errorf("set multicast snooping on %q: %w", conf.Bridge, err)
+		}
+	}
 	if conf.Vlan != 0 || len(conf.Trunk) > 0 {
-		br := l.(*netlink.Bridge)
 		if br.VlanFiltering == nil || !*br.VlanFiltering {
 			if err := h.BridgeSetVlanFiltering(l, true); err != nil {
 				return fmt.Errorf("enable VLAN filtering on %q: %w", conf.Bridge, err)

@@ -18,6 +18,7 @@ import (
 	"linen.dev/linen/internal/plugins/ipam/static"
 	"linen.dev/linen/internal/plugins/pluginmain"
 	"linen.dev/linen/internal/plugins/plugintest"
+	"linen.dev/linen/internal/sysctl"
 )
 
 func TestMain(m *testing.M) { nstest.Main(m, "lt-bridge-") }
@@ -230,6 +231,16 @@ func TestDualStackMTUAndMAC(t *testing.T) {
 			t.Errorf("ping %s: %v", gw, err)
 		}
 	}
+	// A pod with IPv6 keeps its link-local address; the bridge port
+	// carries IPv6 frames without any IPv6 of its own.
+	ll := false
+	for _, a := range ipv6Addrs(t, pod, "eth0") {
+		ll = ll || a.IP.IsLinkLocalUnicast()
+	}
+	if !ll {
+		t.Error("dual-stack pod has no IPv6 link-local address")
+	}
+	assertPortNoIPv6(t, host, r.Interfaces[1].Name)
 	plugintest.Must(t, host, env, Plugin(), "CHECK", plugintest.Call{ContainerID: "ds", NS: pod, IfName: "eth0", Conf: withPrev(t, c, r)})
 	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "ds", NS: pod, IfName: "eth0", Conf: c})
 }
@@ -343,4 +354,109 @@ func TestNoContainerInterfaceAndPromisc(t *testing.T) {
 		t.Error("bridge is not promiscuous")
 	}
 	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "l2", NS: pod, IfName: "eth0", Conf: c})
+}
+
+// A bridge port carries no IPv6 of its own, an IPv4-only pod gets no IPv6
+// link-local address, and the bridge the plugin creates does not snoop
+// multicast: none of them makes work for every other pod at a pod's start.
+// The pod still reaches its gateway and another pod.
+func TestQuietPorts(t *testing.T) {
+	host, p1, p2 := nstest.New(t), nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	c := conf("1.1.0", "ltbrq", "", hostLocal(t.TempDir(), "10.84.0.0/24"))
+	r1 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "q1", NS: p1, IfName: "eth0", Conf: c})
+	r2 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "q2", NS: p2, IfName: "eth0", Conf: c})
+	if err := plugintest.Ping(p1, r2.IPs[0].Address.IP.String()); err != nil {
+		t.Errorf("pod to pod: %v", err)
+	}
+	if err := plugintest.Ping(p1, "10.84.0.1"); err != nil {
+		t.Errorf("pod to gateway: %v", err)
+	}
+	assertPortNoIPv6(t, host, r1.Interfaces[1].Name)
+	if a := ipv6Addrs(t, p1, "eth0"); len(a) != 0 {
+		t.Errorf("IPv4-only pod has IPv6 addresses %v", a)
+	}
+	if on := snooping(t, host, "ltbrq"); on {
+		t.Error("the bridge the plugin created snoops multicast")
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "q1", NS: p1, IfName: "eth0", Conf: c})
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "q2", NS: p2, IfName: "eth0", Conf: c})
+}
+
+// multicastSnooping: true creates a snooping bridge; unset leaves an
+// existing bridge as it is; false turns snooping off on an existing one.
+func TestMulticastSnooping(t *testing.T) {
+	host := nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	dir := t.TempDir()
+	n := 0
+	step := func(br, extra string, want bool) {
+		t.Helper()
+		n++
+		id := fmt.Sprintf("s%d", n)
+		pod := nstest.New(t)
+		c := conf("1.0.0", br, extra, hostLocal(dir, "10.85.0.0/24"))
+		plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: id, NS: pod, IfName: "eth0", Conf: c})
+		if got := snooping(t, host, br); got != want {
+			t.Errorf("%s with %q: snooping %v, want %v", br, extra, got, want)
+		}
+		plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: id, NS: pod, IfName: "eth0", Conf: c})
+	}
+	step("ltbrs1", `,"multicastSnooping":true`, true)
+	// A bridge made by someone else, with the kernel's default (on).
+	la := netlink.NewLinkAttrs()
+	la.Name = "ltbrs2"
+	if err := nfttest.Handle(t, host).LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+		t.Fatal(err)
+	}
+	if !snooping(t, host, "ltbrs2") {
+		t.Skip("skipped: this kernel's bridges do not snoop multicast by default (CONFIG_BRIDGE_IGMP_SNOOPING off)")
+	}
+	step("ltbrs2", ``, true)
+	step("ltbrs2", `,"multicastSnooping":false`, false)
+}
+
+func snooping(t *testing.T, ns *netns.NS, br string) bool {
+	t.Helper()
+	l, err := nfttest.Handle(t, ns).LinkByName(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := l.(*netlink.Bridge)
+	if !ok || b.MulticastSnooping == nil {
+		t.Fatalf("%s: no bridge attributes (%T)", br, l)
+	}
+	return *b.MulticastSnooping
+}
+
+func ipv6Addrs(t *testing.T, ns *netns.NS, ifName string) []netlink.Addr {
+	t.Helper()
+	h := nfttest.Handle(t, ns)
+	l, err := h.LinkByName(ifName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := h.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// assertPortNoIPv6: the bridge port has IPv6 disabled and no address.
+func assertPortNoIPv6(t *testing.T, host *netns.NS, port string) {
+	t.Helper()
+	var v string
+	if err := host.Do(func() (err error) {
+		v, err = sysctl.Get(sysctl.Link("ipv6", port, "disable_ipv6"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v != "1" {
+		t.Errorf("port %s: disable_ipv6 = %s, want 1", port, v)
+	}
+	if a := ipv6Addrs(t, host, port); len(a) != 0 {
+		t.Errorf("port %s has IPv6 addresses %v", port, a)
+	}
 }

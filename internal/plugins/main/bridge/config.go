@@ -39,6 +39,7 @@ type wireConf struct {
 	EnableDad                 bool         `json:"enabledad,omitempty"`
 	DisableContainerInterface bool         `json:"disableContainerInterface,omitempty"`
 	PortIsolation             bool         `json:"portIsolation,omitempty"`
+	MulticastSnooping         *bool        `json:"multicastSnooping,omitempty"`
 	pluginmain.WireMAC
 }
 
@@ -61,10 +62,13 @@ type Config struct {
 	EnableDAD        bool
 	NoContainerIf    bool
 	PortIsolation    bool
-	MAC              net.HardwareAddr // requested container MAC, nil for random
-	IPAMType         string
-	DNS              types.DNS
-	PrevResult       *current.Result
+	// McastSnooping is multicastSnooping: nil leaves a bridge that
+	// exists alone and creates one with snooping off.
+	McastSnooping *bool
+	MAC           net.HardwareAddr // requested container MAC, nil for random
+	IPAMType      string
+	DNS           types.DNS
+	PrevResult    *current.Result
 }
 
 // parseConfig decodes and validates stdin; every problem is reported at
@@ -82,6 +86,7 @@ func parseConfig(stdin []byte, cniArgs string) (*Config, error) {
 		PreserveDefault: w.PreserveDefaultVlan, MacSpoofChk: w.MacSpoofChk,
 		EnableDAD: w.EnableDad, NoContainerIf: w.DisableContainerInterface,
 		PortIsolation: w.PortIsolation, IPAMType: w.IPAM.Type, DNS: w.DNS,
+		McastSnooping: w.MulticastSnooping,
 	}
 	if c.Bridge == "" {
 		c.Bridge = DefaultBridge

@@ -33,6 +33,8 @@ func TestParseConfig(t *testing.T) {
 		{"mac from CNI_ARGS", base + `}`, "IgnoreUnknown=1;MAC=zz", []string{"CNI_ARGS MAC"}},
 		{"multicast mac", base + `,"runtimeConfig":{"mac":"01:00:5e:00:00:01"}}`, "", []string{"runtimeConfig.mac", "multicast"}},
 		{"backend", base + `,"ipMasqBackend":"xtables"}`, "", []string{"ipMasqBackend"}},
+		{"snooping on", base + `,"multicastSnooping":true}`, "", nil},
+		{"snooping not a bool", base + `,"multicastSnooping":"yes"}`, "", []string{"multicastSnooping"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
