@@ -26,9 +26,13 @@ containerd links it), and print medians, p90, p99 and the ratios.
 
 Chains: (a) bridge + host-local; (b) bridge with ipMasq + host-local +
 portmap with one hostPort per pod, also with many pods already present.
-Cases: sequential ADDs then DELs, rounds of concurrent operations, and for
+Cases: sequential ADDs then DELs; rounds of concurrent ADDs, then DELs,
+each round started after --settle; churn: --concurrency workers at once,
+each adding then deleting a pod --rounds times back to back; and for
 (b) --scale-sample ADDs (then DELs) onto an empty node and onto a node
-with --scale pods already present.
+with --scale pods already present; the node alternates between the two
+states --scale-rounds times, so that a drift of the machine's speed during
+the run does not read as growth.
 
 Everything runs inside a network namespace the benchmark creates (lb-*),
 removed at the end. Needs root and Debian's containernetworking-plugins.`)
@@ -37,6 +41,8 @@ removed at the end. Needs root and Debian's containernetworking-plugins.`)
 	rounds := fs.Int("rounds", 5, "concurrent rounds")
 	scale := fs.Int("scale", 300, "pods present for the scale case of chain (b)")
 	sample := fs.Int("scale-sample", 50, "ADDs (then DELs) measured on an empty node and with --scale pods present")
+	settle := fs.Duration("settle", time.Second, "pause before each concurrent phase, so that it starts on a settled machine (negative: none)")
+	scaleRounds := fs.Int("scale-rounds", 2, "times the node goes from empty to --scale pods and back, --scale-sample split among them")
 	chains := fs.String("chains", "a,b", "chains to run: a, b or a,b")
 	from := fs.String("linen-cni", defaultFrom(), "linen-cni `binary` to measure")
 	ref := fs.String("ref-dir", "/usr/lib/cni", "reference plugin `directory`")
@@ -49,7 +55,7 @@ removed at the end. Needs root and Debian's containernetworking-plugins.`)
 		return usagef("linen bench cni: unexpected argument %q", pos[0])
 	}
 	o := bench.CNIOptions{
-		Pods: *pods, Concurrency: *conc, Rounds: *rounds, ScalePods: *scale, ScaleSample: *sample,
+		Pods: *pods, Concurrency: *conc, Rounds: *rounds, ScalePods: *scale, ScaleSample: *sample, ScaleRounds: *scaleRounds, Settle: *settle,
 		Chains: strings.Split(*chains, ","), LinenCNI: *from, RefDir: *ref, Out: c.stderr,
 	}
 	if *verbose {

@@ -30,14 +30,17 @@ const NetnsPrefix = "lb-"
 
 // CNIOptions configure RunCNI.
 type CNIOptions struct {
-	Pods        int      // sequential ADDs then DELs per case (default 200)
-	Concurrency int      // operations launched at once (default 20)
-	Rounds      int      // concurrent rounds per case (default 5)
-	ScalePods   int      // pods present for the scale case (default 300)
-	ScaleSample int      // ADDs (then DELs) measured on an empty node and with ScalePods present (default 50)
-	Chains      []string // "a" (bridge + host-local), "b" (+ ipMasq + portmap); default both
-	LinenCNI    string   // path of the linen-cni binary
-	RefDir      string   // reference plugins (default /usr/lib/cni)
+	Pods        int           // sequential ADDs then DELs per case (default 200)
+	Concurrency int           // operations launched at once (default 20)
+	Rounds      int           // concurrent rounds per case (default 5)
+	ScalePods   int           // pods present for the scale case (default 300)
+	ScaleSample int           // ADDs (then DELs) measured on an empty node and with ScalePods present (default 50)
+	ScaleRounds int           // times the node goes from empty to ScalePods pods and back for the scale case (default 2)
+	Settle      time.Duration // pause before each concurrent phase (default 1s; negative: none)
+	Chains      []string      // "a" (bridge + host-local), "b" (+ ipMasq + portmap); default both
+	LinenCNI    string        // path of the linen-cni binary
+	RefDir      string        // reference plugins (default /usr/lib/cni)
+	Prefix      string        // namespace name prefix (default NetnsPrefix), swept at start and end
 	Out         io.Writer
 	Log         *slog.Logger
 }
@@ -79,11 +82,20 @@ func (o *CNIOptions) defaults() {
 	if o.ScaleSample == 0 {
 		o.ScaleSample = 50
 	}
+	if o.Settle == 0 {
+		o.Settle = time.Second
+	}
+	if o.ScaleRounds <= 0 {
+		o.ScaleRounds = 2
+	}
 	if len(o.Chains) == 0 {
 		o.Chains = []string{"a", "b"}
 	}
 	if o.RefDir == "" {
 		o.RefDir = "/usr/lib/cni"
+	}
+	if o.Prefix == "" {
+		o.Prefix = NetnsPrefix
 	}
 	if o.Out == nil {
 		o.Out = os.Stdout
@@ -93,13 +105,12 @@ func (o *CNIOptions) defaults() {
 	}
 }
 
-// Sweep removes namespaces left by an earlier, crashed run.
-func Sweep() { netns.SweepPrefix(netns.DefaultDir, NetnsPrefix) }
-
 // RunCNI runs the ADD/DEL latency benchmark.
 func RunCNI(ctx context.Context, o CNIOptions) (*Report, error) {
 	o.defaults()
-	Sweep()
+	// Namespaces left by an earlier, crashed run go first.
+	sweep := func() { netns.SweepPrefix(netns.DefaultDir, o.Prefix) }
+	sweep()
 	work, err := os.MkdirTemp("", "linen-bench-")
 	if err != nil {
 		return nil, err
@@ -117,7 +128,7 @@ func RunCNI(ctx context.Context, o CNIOptions) (*Report, error) {
 	}
 	impls := []Impl{{"linen", linenDir}, {"reference", o.RefDir}}
 
-	hostName := fmt.Sprintf("%s%d-host", NetnsPrefix, os.Getpid())
+	hostName := fmt.Sprintf("%s%d-host", o.Prefix, os.Getpid())
 	host, err := netns.NewNamed(netns.DefaultDir, hostName)
 	if err != nil {
 		return nil, err
@@ -125,13 +136,13 @@ func RunCNI(ctx context.Context, o CNIOptions) (*Report, error) {
 	defer func() {
 		host.Close()
 		_ = netns.DeleteNamed(host.Path())
-		Sweep()
+		sweep()
 	}()
 
 	rep := &Report{Start: time.Now()}
 	for ci, chain := range o.Chains {
 		for ii, impl := range impls {
-			tag := fmt.Sprintf("%s%d-%s%s-", NetnsPrefix, os.Getpid(), chain, impl.Name[:1])
+			tag := fmt.Sprintf("%s%d-%s%s-", o.Prefix, os.Getpid(), chain, impl.Name[:1])
 			c := &benchCase{
 				o: &o, chain: chain, impl: impl, host: host, rep: rep, idx: ci*2 + ii,
 				dir: filepath.Join(work, chain+"-"+impl.Name), prefix: tag,
@@ -267,47 +278,102 @@ func (c *benchCase) run(ctx context.Context) error {
 	}
 
 	// Concurrent: rounds of Concurrency ADDs at once, then as many DELs.
+	// Each phase starts on a settled machine: what the previous phase
+	// left to the kernel (namespace teardown, deferred deletions) would
+	// otherwise land in the next phase, and land harder on the faster
+	// implementation, whose phase is shorter. The churn case below keeps
+	// all of it in.
 	ca, cd := c.series("concurrent", "ADD"), c.series("concurrent", "DEL")
 	for r := 0; r < c.o.Rounds; r++ {
 		names := make([]string, c.o.Concurrency)
 		for k := range names {
 			names[k] = fmt.Sprintf("c%d-%d", r, k)
 		}
+		time.Sleep(c.o.Settle)
 		ca.Wall += c.parallel(names, func(name string, k int) error {
 			_, err := c.rt.AddPod(ctx, c.spec(name, 1000+r*c.o.Concurrency+k))
 			return err
 		}, ca)
+		time.Sleep(c.o.Settle)
 		cd.Wall += c.parallel(names, func(name string, _ int) error { return c.rt.DelPod(ctx, name) }, cd)
 	}
+
+	// Churn: Concurrency workers at once, each adding then deleting a
+	// pod Rounds times back to back; the wall time covers everything,
+	// background work included.
+	time.Sleep(c.o.Settle)
+	ha, hd := c.series("churn", "ADD"), c.series("churn", "DEL")
+	workers := make([]string, c.o.Concurrency)
+	for k := range workers {
+		workers[k] = fmt.Sprintf("h%d", k)
+	}
+	var hmu sync.Mutex
+	ha.Wall = c.parallel(workers, func(w string, k int) error {
+		for r := 0; r < c.o.Rounds; r++ {
+			name := fmt.Sprintf("%s-%d", w, r)
+			_, err := c.rt.AddPod(ctx, c.spec(name, 2000+k*c.o.Rounds+r))
+			hmu.Lock()
+			if err != nil {
+				ha.Errors++
+			} else {
+				ha.Samples = append(ha.Samples, c.took("add", name))
+			}
+			hmu.Unlock()
+			if err != nil {
+				continue
+			}
+			err = c.rt.DelPod(ctx, name)
+			hmu.Lock()
+			if err != nil {
+				hd.Errors++
+			} else {
+				hd.Samples = append(hd.Samples, c.took("del", name))
+			}
+			hmu.Unlock()
+		}
+		return nil
+	}, &Series{Op: "churn"})
+	hd.Wall = ha.Wall
 
 	if c.chain != "b" {
 		return nil
 	}
-	// Scale: ScaleSample ADDs onto an empty node, then as many DELs; the
-	// same with ScalePods other pods present.
+	// Scale: the node alternates between empty and ScalePods other pods
+	// present, ScaleRounds times; each visit measures its share of
+	// ScaleSample ADDs, then as many DELs. Alternating puts a drift of
+	// the machine's speed over the run on both states alike, which one
+	// visit of each would read as growth or its absence.
 	a0, d0 := c.series("0 pods present", "ADD"), c.series("0 pods present", "DEL")
-	for i := 0; i < c.o.ScaleSample; i++ {
-		c.add(ctx, a0, fmt.Sprintf("z%d", i), 3000+i)
-	}
-	for i := 0; i < c.o.ScaleSample; i++ {
-		c.del(ctx, d0, fmt.Sprintf("z%d", i))
-	}
-	fill := &Series{}
-	for i := 0; i < c.o.ScalePods; i++ {
-		c.add(ctx, fill, fmt.Sprintf("f%d", i), 4000+i)
-	}
 	an, dn := c.series(fmt.Sprintf("%d pods present", c.o.ScalePods), "ADD"), c.series(fmt.Sprintf("%d pods present", c.o.ScalePods), "DEL")
-	for i := 0; i < c.o.ScaleSample; i++ {
-		c.add(ctx, an, fmt.Sprintf("y%d", i), 5000+i)
+	fill := &Series{}
+	next := 0
+	visit := func(tag string, sa, sd *Series, r int) {
+		k := c.o.ScaleSample / c.o.ScaleRounds
+		if r < c.o.ScaleSample%c.o.ScaleRounds {
+			k++
+		}
+		names := make([]string, k)
+		for i := range names {
+			names[i] = fmt.Sprintf("%s%d", tag, next)
+			c.add(ctx, sa, names[i], 3000+next)
+			next++
+		}
+		for _, n := range names {
+			c.del(ctx, sd, n)
+		}
 	}
-	for i := 0; i < c.o.ScaleSample; i++ {
-		c.del(ctx, dn, fmt.Sprintf("y%d", i))
-	}
-	for i := 0; i < c.o.ScalePods; i++ {
-		c.del(ctx, fill, fmt.Sprintf("f%d", i))
+	for r := 0; r < c.o.ScaleRounds; r++ {
+		visit("z", a0, d0, r)
+		for i := 0; i < c.o.ScalePods; i++ {
+			c.add(ctx, fill, fmt.Sprintf("f%d", i), 4000+i)
+		}
+		visit("y", an, dn, r)
+		for i := 0; i < c.o.ScalePods; i++ {
+			c.del(ctx, fill, fmt.Sprintf("f%d", i))
+		}
 	}
 	if fill.Errors > 0 {
-		return fmt.Errorf("%d errors while filling the node", fill.Errors)
+		return fmt.Errorf("%d errors while filling or draining the node", fill.Errors)
 	}
 	return nil
 }

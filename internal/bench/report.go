@@ -32,6 +32,16 @@ func (s *Series) Throughput() float64 {
 	return float64(len(s.Samples)) / s.Wall.Seconds()
 }
 
+// churn is the operations per second of the churn case: ADDs and DELs
+// together over its wall time.
+func (r *Report) churn(chain, impl string) float64 {
+	a, d := r.find(chain, impl, "churn", "ADD"), r.find(chain, impl, "churn", "DEL")
+	if a == nil || d == nil || a.Wall == 0 {
+		return 0
+	}
+	return float64(len(a.Samples)+len(d.Samples)) / a.Wall.Seconds()
+}
+
 // Print writes the report as Markdown tables: per chain, case and verb the
 // median, p90 and p99 of linen and of the reference, and their ratio.
 func (r *Report) Print(w io.Writer) {
@@ -80,6 +90,10 @@ func (r *Report) Print(w io.Writer) {
 			}
 			fmt.Fprintf(w, "- concurrent %s: linen %.0f ops/s, reference %.0f ops/s: %.1fx the reference's throughput\n",
 				op, l.Throughput(), ref.Throughput(), l.Throughput()/ref.Throughput())
+		}
+		if l, ref := r.churn(ch, "linen"), r.churn(ch, "reference"); l > 0 && ref > 0 {
+			fmt.Fprintf(w, "- churn (ADD then DEL, back to back, all at once): linen %.0f ops/s, reference %.0f ops/s: %.1fx the reference's throughput\n",
+				l, ref, l/ref)
 		}
 		for _, impl := range []string{"linen", "reference"} {
 			var zero, full *Series
