@@ -35,7 +35,7 @@ type CNIOptions struct {
 	Rounds      int           // concurrent rounds per case (default 5)
 	ScalePods   int           // pods present for the scale case (default 300)
 	ScaleSample int           // ADDs (then DELs) measured on an empty node and with ScalePods present (default 50)
-	ScaleRounds int           // times the node goes from empty to ScalePods pods and back for the scale case (default 2)
+	ScaleRounds int           // times the node goes from empty to ScalePods pods and back for the scale case (default 3)
 	Settle      time.Duration // pause before each concurrent phase (default 1s; negative: none)
 	Chains      []string      // "a" (bridge + host-local), "b" (+ ipMasq + portmap); default both
 	LinenCNI    string        // path of the linen-cni binary
@@ -86,7 +86,7 @@ func (o *CNIOptions) defaults() {
 		o.Settle = time.Second
 	}
 	if o.ScaleRounds <= 0 {
-		o.ScaleRounds = 2
+		o.ScaleRounds = 3
 	}
 	if len(o.Chains) == 0 {
 		o.Chains = []string{"a", "b"}
@@ -308,28 +308,24 @@ func (c *benchCase) run(ctx context.Context) error {
 		workers[k] = fmt.Sprintf("h%d", k)
 	}
 	var hmu sync.Mutex
+	record := func(s *Series, name string, err error) bool {
+		hmu.Lock()
+		defer hmu.Unlock()
+		if err != nil {
+			s.Errors++
+			c.o.Log.Warn("churn "+strings.ToLower(s.Op), "pod", name, "err", err)
+			return false
+		}
+		s.Samples = append(s.Samples, c.took(strings.ToLower(s.Op), name))
+		return true
+	}
 	ha.Wall = c.parallel(workers, func(w string, k int) error {
 		for r := 0; r < c.o.Rounds; r++ {
 			name := fmt.Sprintf("%s-%d", w, r)
 			_, err := c.rt.AddPod(ctx, c.spec(name, 2000+k*c.o.Rounds+r))
-			hmu.Lock()
-			if err != nil {
-				ha.Errors++
-			} else {
-				ha.Samples = append(ha.Samples, c.took("add", name))
+			if record(ha, name, err) {
+				record(hd, name, c.rt.DelPod(ctx, name))
 			}
-			hmu.Unlock()
-			if err != nil {
-				continue
-			}
-			err = c.rt.DelPod(ctx, name)
-			hmu.Lock()
-			if err != nil {
-				hd.Errors++
-			} else {
-				hd.Samples = append(hd.Samples, c.took("del", name))
-			}
-			hmu.Unlock()
 		}
 		return nil
 	}, &Series{Op: "churn"})
@@ -339,10 +335,10 @@ func (c *benchCase) run(ctx context.Context) error {
 		return nil
 	}
 	// Scale: the node alternates between empty and ScalePods other pods
-	// present, ScaleRounds times; each visit measures its share of
-	// ScaleSample ADDs, then as many DELs. Alternating puts a drift of
-	// the machine's speed over the run on both states alike, which one
-	// visit of each would read as growth or its absence.
+	// present, ScaleRounds times; each visit starts settled and measures
+	// its share of ScaleSample ADDs, then as many DELs. Alternating puts
+	// a drift of the machine's speed over the run on both states alike,
+	// which one visit of each would read as growth or its absence.
 	a0, d0 := c.series("0 pods present", "ADD"), c.series("0 pods present", "DEL")
 	an, dn := c.series(fmt.Sprintf("%d pods present", c.o.ScalePods), "ADD"), c.series(fmt.Sprintf("%d pods present", c.o.ScalePods), "DEL")
 	fill := &Series{}
@@ -353,6 +349,7 @@ func (c *benchCase) run(ctx context.Context) error {
 			k++
 		}
 		names := make([]string, k)
+		time.Sleep(c.o.Settle)
 		for i := range names {
 			names[i] = fmt.Sprintf("%s%d", tag, next)
 			c.add(ctx, sa, names[i], 3000+next)
