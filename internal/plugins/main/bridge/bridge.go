@@ -260,15 +260,6 @@ func fixBridge(h *netlink.Handle, l netlink.Link, conf *Config) error {
 		}
 	}
 	br := l.(*netlink.Bridge)
-	if want := conf.McastSnooping; want != nil && (br.MulticastSnooping == nil || *br.MulticastSnooping != *want) {
-		// A bare request: sent with the attributes just read, the
-		// change is refused (EOPNOTSUPP).
-		la := netlink.NewLinkAttrs()
-		la.Index, la.Name = l.Attrs().Index, l.Attrs().Name
-		if err := h.BridgeSetMcastSnoop(&netlink.Bridge{LinkAttrs: la}, *want); err != nil {
-			return fmt.Errorf("set multicast snooping on %q: %w", conf.Bridge, err)
-		}
-	}
 	if conf.Vlan != 0 || len(conf.Trunk) > 0 {
 		if br.VlanFiltering == nil || !*br.VlanFiltering {
 			if err := h.BridgeSetVlanFiltering(l, true); err != nil {

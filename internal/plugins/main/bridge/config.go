@@ -62,8 +62,8 @@ type Config struct {
 	EnableDAD        bool
 	NoContainerIf    bool
 	PortIsolation    bool
-	// McastSnooping is multicastSnooping: nil leaves a bridge that
-	// exists alone and creates one with snooping off.
+	// McastSnooping is multicastSnooping, applied when the plugin
+	// creates the bridge (nil: off); an existing bridge keeps its own.
 	McastSnooping *bool
 	MAC           net.HardwareAddr // requested container MAC, nil for random
 	IPAMType      string
