@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"linen.dev/linen/internal/atomicfile"
 )
 
 // MultiCallName is the file name of the multi-call plugin binary.
@@ -74,7 +76,7 @@ func Install(ctx context.Context, o InstallOptions) (*Installed, error) {
 			return nil, fmt.Errorf("install %s: %w", n, err)
 		}
 	}
-	if err := syncDir(o.BinDir); err != nil {
+	if err := atomicfile.SyncDir(o.BinDir); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	return &Installed{Binary: bin, Plugins: names}, nil
@@ -196,13 +198,4 @@ func replaceWithLink(target, dst string) error {
 		return err
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

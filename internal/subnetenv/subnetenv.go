@@ -28,6 +28,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"linen.dev/linen/internal/atomicfile"
 )
 
 // DefaultPath is where flanneld writes the file and the CNI plugins read it.
@@ -340,7 +342,7 @@ func (e *Env) Marshal() []byte {
 // crash (temporary file in the same directory, fsync, rename, fsync of the
 // directory). The directory is created (0755) when missing; the file is
 // 0644, as flanneld leaves it.
-func Write(path string, e *Env) (err error) {
+func Write(path string, e *Env) error {
 	if err := e.Validate(); err != nil {
 		return fmt.Errorf("subnet.env for %s: %w", path, err)
 	}
@@ -348,40 +350,5 @@ func Write(path string, e *Env) (err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(e.Marshal()); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, e.Marshal(), 0o644)
 }
