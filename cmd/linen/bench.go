@@ -46,6 +46,7 @@ removed at the end. Needs root and Debian's containernetworking-plugins.`)
 	chains := fs.String("chains", "a,b", "chains to run: a, b or a,b")
 	from := fs.String("linen-cni", defaultFrom(), "linen-cni `binary` to measure")
 	ref := fs.String("ref-dir", "/usr/lib/cni", "reference plugin `directory`")
+	stateDir := fs.String("state-dir", bench.DefaultStateDir(), "`directory` for the files written per pod (IPAM reservations, result cache, records); a tmpfs keeps the file system's history out of the figures")
 	verbose := fs.Bool("v", false, "log failed operations")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -56,7 +57,7 @@ removed at the end. Needs root and Debian's containernetworking-plugins.`)
 	}
 	o := bench.CNIOptions{
 		Pods: *pods, Concurrency: *conc, Rounds: *rounds, ScalePods: *scale, ScaleSample: *sample, ScaleRounds: *scaleRounds, Settle: *settle,
-		Chains: strings.Split(*chains, ","), LinenCNI: *from, RefDir: *ref, Out: c.stderr,
+		Chains: strings.Split(*chains, ","), LinenCNI: *from, RefDir: *ref, StateDir: *stateDir, Out: c.stderr,
 	}
 	if *verbose {
 		o.Log = slog.New(slog.NewTextHandler(c.stderr, nil))

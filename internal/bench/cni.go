@@ -41,8 +41,12 @@ type CNIOptions struct {
 	LinenCNI    string        // path of the linen-cni binary
 	RefDir      string        // reference plugins (default /usr/lib/cni)
 	Prefix      string        // namespace name prefix (default NetnsPrefix), swept at start and end
-	Out         io.Writer
-	Log         *slog.Logger
+	// StateDir holds, in a new directory removed at the end, the files
+	// both implementations write per pod: IPAM reservations, the result
+	// cache, the runtime's records. Default: DefaultStateDir().
+	StateDir string
+	Out      io.Writer
+	Log      *slog.Logger
 }
 
 // Impl is one side of the comparison.
@@ -64,6 +68,8 @@ type Report struct {
 	Series []*Series
 	Start  time.Time
 	End    time.Time
+	// StateDir is where the per-pod files went, StateFS its file system.
+	StateDir, StateFS string
 }
 
 func (o *CNIOptions) defaults() {
@@ -117,6 +123,16 @@ func RunCNI(ctx context.Context, o CNIOptions) (*Report, error) {
 	}
 	defer os.RemoveAll(work)
 
+	stateRoot := o.StateDir
+	if stateRoot == "" {
+		stateRoot = DefaultStateDir()
+	}
+	state, err := os.MkdirTemp(stateRoot, "linen-bench-state-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(state)
+
 	linenDir := filepath.Join(work, "linen-bin")
 	if _, err := runtime.Install(ctx, runtime.InstallOptions{BinDir: linenDir, From: o.LinenCNI}); err != nil {
 		return nil, err
@@ -139,13 +155,13 @@ func RunCNI(ctx context.Context, o CNIOptions) (*Report, error) {
 		sweep()
 	}()
 
-	rep := &Report{Start: time.Now()}
+	rep := &Report{Start: time.Now(), StateDir: state, StateFS: fsName(state)}
 	for ci, chain := range o.Chains {
 		for ii, impl := range impls {
 			tag := fmt.Sprintf("%s%d-%s%s-", o.Prefix, os.Getpid(), chain, impl.Name[:1])
 			c := &benchCase{
 				o: &o, chain: chain, impl: impl, host: host, rep: rep, idx: ci*2 + ii,
-				dir: filepath.Join(work, chain+"-"+impl.Name), prefix: tag,
+				dir: filepath.Join(state, chain+"-"+impl.Name), prefix: tag,
 			}
 			fmt.Fprintf(o.Out, "chain %s, %s plugins ...\n", chain, impl.Name)
 			if err := c.run(ctx); err != nil {

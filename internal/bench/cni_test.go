@@ -66,9 +66,24 @@ func TestRunCNISmall(t *testing.T) {
 	}
 	var out bytes.Buffer
 	rep.Print(&out)
-	for _, s := range []string{"(a) bridge + host-local", "ratio (median)", "linen ADD median with 4 pods", "reference's throughput", "churn (ADD then DEL"} {
+	for _, s := range []string{"(a) bridge + host-local", "ratio (median)", "linen ADD median with 4 pods", "reference's throughput", "churn (ADD then DEL", "Per-pod files"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("report lacks %q:\n%s", s, out.String())
 		}
+	}
+}
+
+// TestStateDir: the default state directory exists and the report can
+// name the file system of any directory.
+func TestStateDir(t *testing.T) {
+	d := DefaultStateDir()
+	if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+		t.Fatalf("DefaultStateDir() = %q: not a directory (%v)", d, err)
+	}
+	if got := fsName(t.TempDir()); got == "unknown" || got == "" {
+		t.Errorf("fsName(TempDir) = %q", got)
+	}
+	if got := fsName(filepath.Join(t.TempDir(), "missing")); got != "unknown" {
+		t.Errorf("fsName(missing) = %q, want unknown", got)
 	}
 }

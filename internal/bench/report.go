@@ -114,6 +114,9 @@ func (r *Report) Print(w io.Writer) {
 			}
 		}
 	}
+	if r.StateFS != "" {
+		fmt.Fprintf(w, "\nPer-pod files (IPAM reservations, result cache, pod records) on %s (%s).\n", r.StateFS, r.StateDir)
+	}
 }
 
 func ratio(a, b time.Duration) string {
