@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"linen.dev/linen/internal/atomicfile"
 	"linen.dev/linen/internal/netns"
 )
 
@@ -134,11 +135,7 @@ func (s *State) Save(stateDir string) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, b, 0o644)
 }
 
 // LoadState reads the state of the cluster with prefix.

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"linen.dev/linen/internal/atomicfile"
 	"linen.dev/linen/internal/nl"
 	"linen.dev/linen/internal/sysctl"
 )
@@ -80,7 +81,7 @@ func (b *Backend) loadMAC(dev string) (net.HardwareAddr, error) {
 	return mac, nil
 }
 
-// saveMAC writes the file atomically (temporary file, rename).
+// saveMAC writes the file atomically (temporary file, rename, directory sync).
 func (b *Backend) saveMAC(dev string, mac net.HardwareAddr) error {
 	p := b.statePath(dev)
 	if p == "" {
@@ -92,19 +93,7 @@ func (b *Backend) saveMAC(dev string, mac net.HardwareAddr) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("save VtepMAC: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".vxlan-mac-*")
-	if err != nil {
-		return fmt.Errorf("save VtepMAC: %w", err)
-	}
-	_, werr := tmp.WriteString(mac.String() + "\n")
-	serr := tmp.Sync()
-	cerr := tmp.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("save VtepMAC: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(p, []byte(mac.String()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("save VtepMAC: %w", err)
 	}
 	return nil

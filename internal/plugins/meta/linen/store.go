@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"linen.dev/linen/internal/atomicfile"
 )
 
 const ifNameKey = "linen.dev/ifName"
@@ -33,7 +35,7 @@ func savePath(dir, containerID string) string { return filepath.Join(dir, contai
 // temporary file, fsync, rename, fsync of the directory. The directory is
 // created 0700 and the file is 0600 (the configuration may carry secrets
 // of the delegate).
-func save(dir, containerID, ifName string, conf []byte) (err error) {
+func save(dir, containerID, ifName string, conf []byte) error {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(conf, &m); err != nil {
 		return err
@@ -47,31 +49,10 @@ func save(dir, containerID, ifName string, conf []byte) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create dataDir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+containerID+".tmp*")
-	if err != nil {
-		return fmt.Errorf("save delegate configuration: %w", err)
+	if err := atomicfile.Write(savePath(dir, containerID), data, 0o600); err != nil {
+		return fmt.Errorf("save delegate configuration %s: %w", savePath(dir, containerID), err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("save delegate configuration %s: %w", savePath(dir, containerID), err)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, savePath(dir, containerID)); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // load reads an attachment's saved configuration: (nil, nil) when there is
@@ -156,7 +137,7 @@ func remove(dir, containerID string) error {
 		return fmt.Errorf("remove saved delegate configuration: %w", err)
 	}
 	if err == nil {
-		return syncDir(dir)
+		return atomicfile.SyncDir(dir)
 	}
 	return nil
 }
@@ -180,13 +161,4 @@ func savedIDs(dir string) ([]string, error) {
 		out = append(out, e.Name())
 	}
 	return out, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
