@@ -69,11 +69,52 @@ func (m ctMatch) tuple(ae *netlink.AttributeEncoder) error {
 	return nil
 }
 
+// matches reports whether an entry's original tuple (the attributes
+// nested in CTA_TUPLE_ORIG) goes to m's protocol, port and address.
+func (m ctMatch) matches(orig []byte) bool {
+	ad, err := netlink.NewAttributeDecoder(orig)
+	if err != nil {
+		return false
+	}
+	var proto, portOK, addrOK bool
+	addrOK = !m.daddr.IsValid()
+	for ad.Next() {
+		switch ad.Type() {
+		case ctaTupleIP:
+			ad.Nested(func(nd *netlink.AttributeDecoder) error {
+				for nd.Next() {
+					if t := nd.Type(); (t == ctaIPv4Dst || t == ctaIPv6Dst) && m.daddr.IsValid() {
+						a, ok := netip.AddrFromSlice(nd.Bytes())
+						addrOK = ok && a.Unmap() == m.daddr
+					}
+				}
+				return nil
+			})
+		case ctaTupleProto:
+			ad.Nested(func(nd *netlink.AttributeDecoder) error {
+				for nd.Next() {
+					switch nd.Type() {
+					case ctaProtoNum:
+						b := nd.Bytes()
+						proto = len(b) == 1 && Protocol(b[0]) == m.proto
+					case ctaProtoDport:
+						b := nd.Bytes()
+						portOK = len(b) == 2 && binary.BigEndian.Uint16(b) == m.dport
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return ad.Err() == nil && proto && portOK && addrOK
+}
+
 // DeleteConntrack removes the conntrack entries whose original direction
 // goes to proto port dport (and to daddr, when valid) in the given family
 // (AF_INET or AF_INET6), and returns how many it removed. The kernel does
 // the filtering (a filtered dump, Linux 5.10 and later), so the cost does
-// not include copying the whole table out.
+// not include copying the whole table out; every entry is checked again
+// before it is deleted, for kernels that ignore the filter.
 func (c *Conn) DeleteConntrack(family byte, proto Protocol, dport uint16, daddr netip.Addr) (int, error) {
 	m := ctMatch{family: family, proto: proto, dport: dport, daddr: daddr.Unmap()}
 	if m.daddr.IsValid() && m.daddr.Is4() != (family == unix.AF_INET) {
@@ -152,6 +193,12 @@ func (c *Conn) ctDump(m ctMatch) ([][]byte, error) {
 		for ad.Next() {
 			switch ad.Type() {
 			case ctaTupleOrig:
+				// The kernel filters the dump, but one that does not
+				// know CTA_FILTER ignores it and returns every entry:
+				// only what matches is deleted, whatever came back.
+				if !m.matches(ad.Bytes()) {
+					continue
+				}
 				ident.Bytes(ctaTupleOrig|netlink.Nested, ad.Bytes())
 				found = true
 			case ctaZone:

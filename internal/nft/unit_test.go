@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -348,4 +349,59 @@ func FuzzTag(f *testing.F) {
 			t.Fatalf("parseTag(%q) = %+v, %v", tag, p, ok)
 		}
 	})
+}
+
+// TestConntrackMatch: an entry is deleted only when its original tuple
+// goes to the protocol, port and (when given) address asked for, so that a
+// kernel that ignores CTA_FILTER and dumps the whole table loses nothing
+// else.
+func TestConntrackMatch(t *testing.T) {
+	tuple := func(proto Protocol, dport uint16, daddr string) []byte {
+		ae := netlink.NewAttributeEncoder()
+		ae.ByteOrder = binary.BigEndian
+		a := netip.MustParseAddr(daddr)
+		ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
+			if a.Is4() {
+				ae.Bytes(ctaIPv4Dst, a.AsSlice())
+			} else {
+				ae.Bytes(ctaIPv6Dst, a.AsSlice())
+			}
+			return nil
+		})
+		ae.Nested(ctaTupleProto, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(ctaProtoNum, uint8(proto))
+			ae.Bytes(ctaProtoDport, port(dport))
+			return nil
+		})
+		b, err := ae.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	udp := Protocol(unix.IPPROTO_UDP)
+	tcp := Protocol(unix.IPPROTO_TCP)
+	any4 := ctMatch{family: unix.AF_INET, proto: udp, dport: 5353}
+	at := ctMatch{family: unix.AF_INET, proto: udp, dport: 5353, daddr: netip.MustParseAddr("192.0.2.1")}
+	at6 := ctMatch{family: unix.AF_INET6, proto: udp, dport: 5353, daddr: netip.MustParseAddr("2001:db8::1")}
+	cases := []struct {
+		m    ctMatch
+		orig []byte
+		want bool
+	}{
+		{any4, tuple(udp, 5353, "198.51.100.7"), true},
+		{any4, tuple(udp, 5354, "198.51.100.7"), false},
+		{any4, tuple(tcp, 5353, "198.51.100.7"), false},
+		{at, tuple(udp, 5353, "192.0.2.1"), true},
+		{at, tuple(udp, 5353, "192.0.2.2"), false},
+		{at6, tuple(udp, 5353, "2001:db8::1"), true},
+		{at6, tuple(udp, 5353, "2001:db8::2"), false},
+		{any4, nil, false},
+		{any4, []byte{1, 2, 3}, false},
+	}
+	for i, tc := range cases {
+		if got := tc.m.matches(tc.orig); got != tc.want {
+			t.Errorf("case %d: matches = %v, want %v", i, got, tc.want)
+		}
+	}
 }

@@ -90,6 +90,12 @@ func CreateVeth(host, pod *netlink.Handle, v Veth) (netlink.Link, error) {
 		if err == nil {
 			l, lerr := host.LinkByName(la.Name)
 			if lerr != nil {
+				// Not found by name (renamed by someone else at once,
+				// or a failed request): deleting the pod end takes the
+				// pair away all the same.
+				if pl, perr := pod.LinkByName(v.PodIf); perr == nil {
+					_ = pod.LinkDel(pl)
+				}
 				return nil, fmt.Errorf("find new veth %q: %w", la.Name, lerr)
 			}
 			if v.HostNoIPv6 {

@@ -1,6 +1,7 @@
 package pluginmain
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -90,38 +91,64 @@ func (v Attachments) Keep(containerID, ifName string) bool {
 	return v[[2]string{containerID, ifName}]
 }
 
+// GCList is one of a GC configuration's attachment lists. Present says
+// whether its key is in the document at all: libcni writes a runtime's
+// empty list as null, which is present and empty, while a missing key
+// leaves the plugin without any list.
+type GCList struct {
+	Present bool
+	List    []types.GCAttachment
+}
+
+// UnmarshalJSON records the key's presence; null is an empty list.
+func (l *GCList) UnmarshalJSON(b []byte) error {
+	l.Present = true
+	return json.Unmarshal(b, &l.List)
+}
+
 // GCAttachments merges the valid attachments of a GC configuration's two
 // keys (`cni.dev/valid-attachments` and its earlier name) and reports
 // whether either key is there at all: an absent list is not an empty one
 // to a plugin that would otherwise take every attachment for stale.
-func GCAttachments(valid, legacy []types.GCAttachment) (Attachments, bool) {
-	if valid == nil && legacy == nil {
+func GCAttachments(valid, legacy GCList) (Attachments, bool) {
+	if !valid.Present && !legacy.Present {
 		return nil, false
 	}
 	out := Attachments{}
-	for _, list := range [][]types.GCAttachment{valid, legacy} {
-		for _, at := range list {
+	for _, list := range []GCList{valid, legacy} {
+		for _, at := range list.List {
 			out[[2]string{at.ContainerID, at.IfName}] = true
 		}
 	}
 	return out, true
 }
 
-// ValidAttachments reads `cni.dev/valid-attachments` (and the key's earlier
-// name `cni.dev/attachments`) from a GC configuration. A missing or empty
-// list means nothing is valid: GC releases everything of the network.
-func ValidAttachments(stdin []byte) (Attachments, error) {
-	var w struct {
-		Valid  []types.GCAttachment `json:"cni.dev/valid-attachments"`
-		Legacy []types.GCAttachment `json:"cni.dev/attachments"`
+// GCKeys are the two keys of a GC configuration's valid attachments.
+type GCKeys struct {
+	ValidAttachments  GCList `json:"cni.dev/valid-attachments"`
+	LegacyAttachments GCList `json:"cni.dev/attachments"`
+}
+
+// Valid returns the merged list, or a CodeInvalidConfig error naming the
+// key when neither key is present: without the list every attachment of
+// the network would look stale. An empty (or null) list is valid: the
+// runtime has no attachment left, and GC releases everything.
+func (k GCKeys) Valid() (Attachments, error) {
+	out, ok := GCAttachments(k.ValidAttachments, k.LegacyAttachments)
+	if !ok {
+		return nil, Errorf(CodeInvalidConfig, "cni.dev/valid-attachments: missing (GC needs the runtime's list of valid attachments, empty if there are none)")
 	}
-	if err := Decode(stdin, &w, "stdin"); err != nil {
+	return out, nil
+}
+
+// ValidAttachments reads `cni.dev/valid-attachments` (and the key's earlier
+// name `cni.dev/attachments`) from a GC configuration; see GCKeys.Valid.
+func ValidAttachments(stdin []byte) (Attachments, error) {
+	var k GCKeys
+	if err := Decode(stdin, &k, "stdin"); err != nil {
 		return nil, err
 	}
-	if out, ok := GCAttachments(w.Valid, w.Legacy); ok {
-		return out, nil
-	}
-	return Attachments{}, nil
+	return k.Valid()
 }
 
 // NetworkName reads the network name of a configuration that does not
@@ -135,4 +162,27 @@ func NetworkName(stdin []byte) (string, bool) {
 		return "", false
 	}
 	return w.Name, true
+}
+
+// DelFallback reads what a DEL needs from a configuration that does not
+// validate: the network name (which tags netfilter elements) and the IPAM
+// type ("" when there is none or it cannot be read); false when not even
+// the name is there. A configuration that stopped validating (a stricter
+// release, a cached configuration edited by hand) must not keep a pod
+// from going.
+func DelFallback(stdin []byte) (network, ipamType string, ok bool) {
+	network, ok = NetworkName(stdin)
+	if !ok {
+		return "", "", false
+	}
+	var w struct {
+		IPAM json.RawMessage `json:"ipam"`
+	}
+	var ipam struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(stdin, &w) == nil && len(w.IPAM) > 0 {
+		_ = json.Unmarshal(w.IPAM, &ipam)
+	}
+	return network, ipam.Type, true
 }

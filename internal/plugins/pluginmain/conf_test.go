@@ -8,38 +8,22 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestGCAttachments(t *testing.T) {
-	a := types.GCAttachment{ContainerID: "a", IfName: "eth0"}
-	b := types.GCAttachment{ContainerID: "b", IfName: "net1"}
-	cases := []struct {
-		name          string
-		valid, legacy []types.GCAttachment
-		want          Attachments
-		present       bool
-	}{
-		{"absent", nil, nil, nil, false},
-		{"empty list", []types.GCAttachment{}, nil, Attachments{}, true},
-		{"empty legacy list", nil, []types.GCAttachment{}, Attachments{}, true},
-		{"valid", []types.GCAttachment{a}, nil, Attachments{{"a", "eth0"}: true}, true},
-		{"legacy", nil, []types.GCAttachment{b}, Attachments{{"b", "net1"}: true}, true},
-		{"both keys", []types.GCAttachment{a}, []types.GCAttachment{b}, Attachments{{"a", "eth0"}: true, {"b", "net1"}: true}, true},
-	}
-	for _, tc := range cases {
-		got, present := GCAttachments(tc.valid, tc.legacy)
-		if present != tc.present || !cmp.Equal(got, tc.want) {
-			t.Errorf("%s: got %v, %v; want %v, %v", tc.name, got, present, tc.want, tc.present)
-		}
-	}
-}
-
+// TestValidAttachments: both keys merge; a null or empty list is a
+// present, empty one (libcni writes a runtime's empty list as null); no
+// key at all is a configuration error naming the key, not "nothing is
+// valid".
 func TestValidAttachments(t *testing.T) {
 	cases := []struct {
 		in   string
 		want Attachments
 	}{
-		{`{"name":"n"}`, Attachments{}},
+		{`{"cni.dev/valid-attachments":null,"cni.dev/attachments":null}`, Attachments{}},
+		{`{"cni.dev/valid-attachments":[]}`, Attachments{}},
+		{`{"cni.dev/attachments":[]}`, Attachments{}},
 		{`{"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`, Attachments{{"a", "eth0"}: true}},
 		{`{"cni.dev/attachments":[{"containerID":"b","ifname":"eth1"}]}`, Attachments{{"b", "eth1"}: true}},
+		{`{"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"b","ifname":"eth1"}]}`,
+			Attachments{{"a", "eth0"}: true, {"b", "eth1"}: true}},
 	}
 	for _, tc := range cases {
 		got, err := ValidAttachments([]byte(tc.in))
@@ -54,8 +38,40 @@ func TestValidAttachments(t *testing.T) {
 			t.Errorf("%s: keeps an attachment it does not list", tc.in)
 		}
 	}
+	_, err := ValidAttachments([]byte(`{"name":"n"}`))
+	if e := ToCNI(err); err == nil || e.Code != CodeInvalidConfig || !strings.Contains(e.Msg, "cni.dev/valid-attachments") {
+		t.Errorf("no list at all: %v, want code %d naming the key", err, CodeInvalidConfig)
+	}
 	if _, err := ValidAttachments([]byte(`{"cni.dev/valid-attachments":"a"}`)); err == nil {
 		t.Error("a list of the wrong type decoded")
+	}
+}
+
+// TestGCListBesideNetConf: a plugin's wire configuration that embeds
+// types.NetConf and declares the keys itself reads them, null included.
+func TestGCListBesideNetConf(t *testing.T) {
+	var w struct {
+		types.NetConf
+		ValidAttachments  GCList `json:"cni.dev/valid-attachments"`
+		LegacyAttachments GCList `json:"cni.dev/attachments"`
+	}
+	for in, want := range map[string]bool{
+		`{"name":"n","cni.dev/valid-attachments":null}`:                                  true,
+		`{"name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`: true,
+		`{"name":"n","cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}`:       true,
+		`{"name":"n"}`: false,
+	} {
+		w.ValidAttachments, w.LegacyAttachments = GCList{}, GCList{}
+		if err := DecodeConf([]byte(in), &w); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		got, present := GCAttachments(w.ValidAttachments, w.LegacyAttachments)
+		if present != want {
+			t.Errorf("%s: present %v, want %v", in, present, want)
+		}
+		if strings.Contains(in, `"a"`) && !got.Keep("a", "eth0") {
+			t.Errorf("%s: lost the listed attachment", in)
+		}
 	}
 }
 
@@ -99,5 +115,25 @@ func TestRequestedMAC(t *testing.T) {
 	}
 	if m, field := RequestedMAC(NewFieldErrors(7)); m != nil || field != "" {
 		t.Errorf("no source: %v %q", m, field)
+	}
+}
+
+func TestDelFallback(t *testing.T) {
+	cases := []struct {
+		in, name, ipam string
+		ok             bool
+	}{
+		{`{"name":"n","vlan":5000,"ipam":{"type":"host-local","ranges":"x"}}`, "n", "host-local", true},
+		{`{"name":"n","mtu":"1500"}`, "n", "", true},
+		{`{"name":"n","ipam":"host-local"}`, "n", "", true},
+		{`{"name":"n","ipam":{"type":7}}`, "n", "", true},
+		{`{"type":"bridge"}`, "", "", false},
+		{`not json`, "", "", false},
+	}
+	for _, tc := range cases {
+		name, ipam, ok := DelFallback([]byte(tc.in))
+		if name != tc.name || ipam != tc.ipam || ok != tc.ok {
+			t.Errorf("%s: got %q %q %v; want %q %q %v", tc.in, name, ipam, ok, tc.name, tc.ipam, tc.ok)
+		}
 	}
 }

@@ -51,10 +51,20 @@ func (env *Env) DelegateAdd(ctx context.Context, pluginType string, a *Args, std
 	if err != nil {
 		return nil, err
 	}
+	var out *current.Result
 	if res == nil {
-		return nil, fmt.Errorf("delegate %s returned no result", pluginType)
+		err = fmt.Errorf("delegate %s returned no result", pluginType)
+	} else if out, err = current.NewResultFromResult(res); err != nil {
+		err = fmt.Errorf("delegate %s: %w", pluginType, err)
 	}
-	return current.NewResultFromResult(res)
+	if err != nil {
+		// The delegate reserved something it cannot report: release it.
+		if derr := env.DelegateDel(ctx, pluginType, a, stdin); derr != nil && env.Log != nil {
+			env.Log.Warn("release after an unusable delegate result", "type", pluginType, "error", derr)
+		}
+		return nil, err
+	}
+	return out, nil
 }
 
 // DelegateDel runs DEL of pluginType.
@@ -88,6 +98,11 @@ func (env *Env) DelegateStatus(ctx context.Context, pluginType string, a *Args, 
 }
 
 func (env *Env) delegate(ctx context.Context, cmd, pluginType string, a *Args, stdin []byte) (types.Result, error) {
+	if a.Path == "" {
+		// Only STATUS, where the variable is optional, gets this far
+		// without it.
+		return nil, Errorf(CodeInvalidEnv, "CNI_PATH: not set; it is needed to find the IPAM plugin %q", pluginType)
+	}
 	bin, err := invoke.FindInPath(pluginType, filepath.SplitList(a.Path))
 	if err != nil {
 		return nil, Errorf(CodeInvalidConfig, "ipam.type: plugin %q not found in CNI_PATH %q", pluginType, a.Path)

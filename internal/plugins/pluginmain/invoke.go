@@ -277,8 +277,9 @@ func Invoke(ctx context.Context, env *Env, p *Plugin, a *Args) (out []byte, conf
 					return nil, confVersion, Errorf(CodeInvalidNetNS, "CNI_NETNS: %q is the plugin's own network namespace", a.Netns)
 				}
 			}
-		case cmd == "DEL" && errors.Is(nerr, netns.ErrNotExist):
-			// Gone already: DEL still releases what it can.
+		case cmd == "DEL" && (errors.Is(nerr, netns.ErrNotExist) || errors.Is(nerr, netns.ErrNotNetNS)):
+			// Gone already (or unmounted, its file left behind, which
+			// is no namespace any more): DEL still releases what it can.
 		case errors.Is(nerr, netns.ErrNotExist):
 			return nil, confVersion, Errorf(CodeInvalidEnv, "CNI_NETNS: %q does not exist", a.Netns)
 		case errors.Is(nerr, netns.ErrNotNetNS):
@@ -319,6 +320,13 @@ func Invoke(ctx context.Context, env *Env, p *Plugin, a *Args) (out []byte, conf
 	}
 	conv, cerr := res.GetAsVersion(cv)
 	if cerr != nil {
+		if cmd == "ADD" {
+			// The attachment exists but cannot be reported: undo it, as
+			// any other failed ADD leaves nothing behind.
+			if derr := p.Del(ctx, env, a); derr != nil && env.Log != nil {
+				env.Log.Warn("undo of an ADD whose result could not be converted", "error", derr)
+			}
+		}
 		return nil, confVersion, Errorf(CodeIncompatibleVersion, "convert result to cniVersion %s: %v", cv, cerr)
 	}
 	b, jerr := json.Marshal(conv)

@@ -354,6 +354,9 @@ func TestNoDaemon(t *testing.T) {
 		if c.cmd == "GC" || c.cmd == "STATUS" {
 			c0.NS = nil
 		}
+		if c.cmd == "GC" {
+			c0.Conf = []byte(strings.TrimSuffix(string(conf), "}") + `,"cni.dev/valid-attachments":[]}`)
+		}
 		_, cerr := plugintest.Invoke(host, env, p, c0)
 		if cerr == nil || cerr.Code != c.code || !strings.Contains(cerr.Msg, sock) {
 			t.Errorf("%s without daemon: %v, want code %d naming %s", c.cmd, cerr, c.code, sock)
@@ -502,9 +505,14 @@ func TestRebindAndNak(t *testing.T) {
 	if !strings.Contains(srv2.log(), "DHCPNAK") {
 		t.Errorf("the new server sent no DHCPNAK:\n%s", srv2.log())
 	}
+	// The lease ends first, then the daemon takes the interface down.
 	h := nfttest.Handle(t, pod)
-	if link, err := h.LinkByName("eth0"); err != nil || link.Attrs().Flags&net.FlagUp != 0 {
-		t.Errorf("eth0 still up after the lease was refused (%v)", err)
+	down := func() bool {
+		link, err := h.LinkByName("eth0")
+		return err == nil && link.Attrs().Flags&net.FlagUp == 0
+	}
+	if !waitFor(5*time.Second, down) {
+		t.Errorf("eth0 still up 5 s after the lease was refused")
 	}
 	if _, err := call(l, dhcp.Plugin(), "CHECK", "rb", pod, "", withPrev(t, conf, r)); err == nil || !strings.Contains(err.Error(), "expired or was refused") {
 		t.Errorf("CHECK of a refused lease: %v", err)

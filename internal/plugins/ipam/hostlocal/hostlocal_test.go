@@ -141,7 +141,10 @@ func TestRoundTripEveryVersion(t *testing.T) {
 			}
 			if v == "1.1.0" {
 				mustInvoke(t, "STATUS", "", "", "", "", conf)
-				mustInvoke(t, "GC", "", "", "", "", conf)
+				mustInvoke(t, "GC", "", "", "", "", strings.TrimSuffix(conf, "}")+`,"cni.dev/valid-attachments":null}`)
+				if _, err := invoke("GC", "", "", "", "", conf); err == nil || err.Code != 7 {
+					t.Errorf("GC without cni.dev/valid-attachments: %v, want code 7", err)
+				}
 			}
 		})
 	}

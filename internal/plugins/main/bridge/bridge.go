@@ -95,6 +95,17 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 		}
 	}
 
+	if (conf.NoContainerIf || conf.IPAMType == "") && conf.MacSpoofChk {
+		// Layer 2 only: nothing to masquerade, but the pod's frames are
+		// checked all the same.
+		l2 := *conf
+		l2.IPMasq = false
+		undoNft, err := addFilters(a, &l2, res, hostVeth.Attrs().Name, podLink.Attrs().HardwareAddr)
+		if err != nil {
+			return nil, err
+		}
+		undo.Push(undoNft)
+	}
 	if conf.NoContainerIf {
 		// L2 only, interface left down as configured.
 		return res, nil
@@ -383,11 +394,13 @@ func ensureGateways(h *netlink.Handle, br netlink.Link, ips []*current.IPConfig,
 		if want.IP.To4() == nil {
 			addr.Flags = unix.IFA_F_NODAD
 		}
+		// The conflict check runs also when the gateway was there
+		// already: a concurrent first ADD may have just added it and be
+		// about to take it back on finding a conflict, which this ADD
+		// must then report too rather than succeed without a gateway.
 		err := h.AddrAdd(br, addr)
-		if errors.Is(err, unix.EEXIST) {
-			continue
-		}
-		if err != nil {
+		added := err == nil
+		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add gateway %s to %q: %w", want, name, err)
 		}
 		have, err := nl.Retry(func() ([]netlink.Addr, error) { return h.AddrList(br, netlink.FAMILY_ALL) })
@@ -402,7 +415,9 @@ func ensureGateways(h *netlink.Handle, br netlink.Link, ips []*current.IPConfig,
 				continue
 			}
 			if !force {
-				_ = h.AddrDel(br, addr)
+				if added {
+					_ = h.AddrDel(br, addr)
+				}
 				return fmt.Errorf("bridge %q already has address %s, not gateway %s (set forceAddress to replace it)", name, a.IPNet, want)
 			}
 			if err := h.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {

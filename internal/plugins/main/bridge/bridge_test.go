@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +43,8 @@ func TestAddCheckDelTraffic(t *testing.T) {
 			p1, p2 := nstest.New(t), nstest.New(t)
 			env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin())) // IPAM in process
 			br := "ltbr" + strings.ReplaceAll(v, ".", "")
-			c := conf(v, br, "", hostLocal(t.TempDir(), "10.77.0.0/24"))
+			dir := t.TempDir()
+			c := conf(v, br, "", hostLocal(dir, "10.77.0.0/24"))
 			r1 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "c1", NS: p1, IfName: "eth0", Conf: c})
 			r2 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "c2", NS: p2, IfName: "eth0", Conf: c})
 			ip1 := r1.IPs[0].Address.IP.String()
@@ -66,9 +69,43 @@ func TestAddCheckDelTraffic(t *testing.T) {
 			if len(r1.Interfaces) > 1 {
 				assertNoLink(t, host, r1.Interfaces[1].Name)
 			}
-			// DEL with the namespace gone.
+			// DEL with the namespace unmounted, its file left behind (no
+			// namespace any more), then gone: both release the lease.
+			file := filepath.Join(t.TempDir(), "unmounted-netns")
+			if err := os.WriteFile(file, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "c2", NetnsPath: file, IfName: "eth0", Conf: c})
 			plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "c2", NetnsPath: "/run/netns/lt-bridge-gone", IfName: "eth0", Conf: c})
+			for _, ip := range []string{ip1, ip2} {
+				if _, err := os.Stat(filepath.Join(dir, "ltnet-"+br, ip)); !os.IsNotExist(err) {
+					t.Errorf("lease %s not released by DEL: %v", ip, err)
+				}
+			}
 		})
+	}
+}
+
+// An ADD whose result cannot be expressed in the configuration's version
+// (0.2.0 results need an address; a layer-2 network has none) fails and
+// leaves no interface behind.
+func TestAddUnreportableResult(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry())
+	c := []byte(`{"cniVersion":"0.2.0","name":"ltl2v","type":"bridge","bridge":"ltbrl2v","ipam":{}}`)
+	out, cerr := plugintest.Invoke(host, env, Plugin(), plugintest.Call{Command: "ADD", ContainerID: "u1", NS: pod, IfName: "eth0", Conf: c})
+	if cerr == nil {
+		t.Fatalf("ADD succeeded: %s", out)
+	}
+	assertNoLink(t, pod, "eth0")
+	links, err := nfttest.Handle(t, host).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if l.Type() == "veth" {
+			t.Errorf("veth %s left in the host namespace", l.Attrs().Name)
+		}
 	}
 }
 
@@ -148,6 +185,65 @@ func TestMasqAndSpoofCheck(t *testing.T) {
 	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "m1", IfName: "eth0", Conf: c})
 	if rs := nfttest.Nft(t, host, "list", "ruleset"); strings.Contains(rs, "elements") {
 		t.Errorf("elements left after DEL:\n%s", rs)
+	}
+}
+
+// macspoofchk on a layer-2 network (no IPAM): the check applies all the
+// same (addresses come from elsewhere); CHECK verifies it; DEL removes it.
+func TestSpoofCheckL2(t *testing.T) {
+	host, p1, p2 := nstest.New(t), nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry())
+	c := []byte(`{"cniVersion":"1.1.0","name":"ltl2s","type":"bridge","bridge":"ltbrl2s","macspoofchk":true,"ipam":{}}`)
+	r1 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "l1", NS: p1, IfName: "eth0", Conf: c})
+	plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "l2", NS: p2, IfName: "eth0", Conf: c})
+	nfttest.Addr(t, p1, "eth0", "10.83.0.1/24")
+	nfttest.Addr(t, p2, "eth0", "10.83.0.2/24")
+	if err := plugintest.Ping(p1, "10.83.0.2"); err != nil {
+		t.Fatalf("pod1 -> pod2 with its own MAC: %v", err)
+	}
+	plugintest.Must(t, host, env, Plugin(), "CHECK", plugintest.Call{ContainerID: "l1", NS: p1, IfName: "eth0", Conf: withPrev(t, c, r1)})
+
+	h := nfttest.Handle(t, p1)
+	l, _ := h.LinkByName("eth0")
+	if err := h.LinkSetHardwareAddr(l, []byte{0x02, 0xde, 0xad, 0xbe, 0xef, 0x02}); err != nil {
+		t.Fatal(err)
+	}
+	if err := plugintest.Ping(p1, "10.83.0.2"); err == nil {
+		t.Error("ping with a forged MAC got through the spoof check of a layer-2 network")
+	}
+
+	for _, id := range []string{"l1", "l2"} {
+		plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: id, IfName: "eth0", Conf: c})
+	}
+	if rs := nfttest.Nft(t, host, "list", "ruleset"); strings.Contains(rs, "elements") {
+		t.Errorf("elements left after DEL:\n%s", rs)
+	}
+}
+
+// A DEL whose configuration does not validate (here a VLAN out of range,
+// as a stricter release might judge a cached configuration) still removes
+// the pod's interface, lease and netfilter elements.
+func TestDelInvalidConfig(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	dir := t.TempDir()
+	c := conf("1.1.0", "ltbri", `,"ipMasq":true,"macspoofchk":true`, hostLocal(dir, "10.84.0.0/24"))
+	r := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "i1", NS: pod, IfName: "eth0", Conf: c})
+	bad := conf("1.1.0", "ltbri", `,"ipMasq":true,"macspoofchk":true,"vlan":5000`, hostLocal(dir, "10.84.0.0/24"))
+	if _, cerr := plugintest.Invoke(host, env, Plugin(), plugintest.Call{Command: "CHECK", ContainerID: "i1", NS: pod, IfName: "eth0", Conf: bad}); cerr == nil {
+		t.Fatal("the configuration validates; the test needs one that does not")
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "i1", NS: pod, IfName: "eth0", Conf: bad})
+	assertNoLink(t, pod, "eth0")
+	if _, err := os.Stat(filepath.Join(dir, "ltnet-ltbri", r.IPs[0].Address.IP.String())); !os.IsNotExist(err) {
+		t.Errorf("lease not released: %v", err)
+	}
+	if rs := nfttest.Nft(t, host, "list", "ruleset"); strings.Contains(rs, "elements") {
+		t.Errorf("elements left after DEL:\n%s", rs)
+	}
+	// Not even a name: nothing to go by, an error.
+	if _, cerr := plugintest.Invoke(host, env, Plugin(), plugintest.Call{Command: "DEL", ContainerID: "i1", IfName: "eth0", Conf: []byte(`{"cniVersion":"1.1.0","type":"bridge"}`)}); cerr == nil {
+		t.Error("DEL without a network name succeeded")
 	}
 }
 

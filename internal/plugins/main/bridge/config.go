@@ -177,7 +177,7 @@ type gcConfig struct {
 	ipamType string
 	ipMasq   bool
 	spoof    bool
-	valid    pluginmain.Attachments
+	valid    pluginmain.Attachments // GC only
 }
 
 func parseGCConfig(stdin []byte) (*gcConfig, error) {
@@ -185,9 +185,5 @@ func parseGCConfig(stdin []byte) (*gcConfig, error) {
 	if err := pluginmain.DecodeConf(stdin, &w); err != nil {
 		return nil, err
 	}
-	valid, err := pluginmain.ValidAttachments(stdin)
-	if err != nil {
-		return nil, err
-	}
-	return &gcConfig{network: w.Name, ipamType: w.IPAM.Type, ipMasq: w.IPMasq, spoof: w.MacSpoofChk, valid: valid}, nil
+	return &gcConfig{network: w.Name, ipamType: w.IPAM.Type, ipMasq: w.IPMasq, spoof: w.MacSpoofChk}, nil
 }

@@ -23,7 +23,15 @@ import (
 func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	conf, err := parseConfig(a.StdinData, a.Args)
 	if err != nil {
-		return err
+		// A configuration that does not validate (any more: a stricter
+		// release, a cached configuration edited by hand) must not keep
+		// the pod from going: DEL removes what it finds without it.
+		lc, ok := delConfig(a.StdinData)
+		if !ok {
+			return err
+		}
+		env.Log.Warn("bridge DEL with a configuration that does not validate; removing what can be found", "error", err)
+		conf = lc
 	}
 	var pod *netlink.Handle
 	var link netlink.Link
@@ -159,11 +167,18 @@ func cmdCheck(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) erro
 		}
 	}
 	if conf.NoContainerIf || conf.IPAMType == "" {
-		return nil
-	}
-	ips := ipcfg.IPsFor(res, a.IfName)
-	if err := ipcfg.Check(pod, link, ips, res.Routes); err != nil {
-		return err
+		if !conf.MacSpoofChk {
+			return nil
+		}
+		// Layer 2 only: no addresses to check, the spoof check all the same.
+		l2 := *conf
+		l2.IPMasq = false
+		conf = &l2
+	} else {
+		ips := ipcfg.IPsFor(res, a.IfName)
+		if err := ipcfg.Check(pod, link, ips, res.Routes); err != nil {
+			return err
+		}
 	}
 	filters, err := openFilters(conf)
 	if err != nil {
@@ -178,6 +193,9 @@ func cmdCheck(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) erro
 func cmdGC(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	conf, err := parseGCConfig(a.StdinData)
 	if err != nil {
+		return err
+	}
+	if conf.valid, err = pluginmain.ValidAttachments(a.StdinData); err != nil {
 		return err
 	}
 	var errs []error
@@ -202,4 +220,15 @@ func cmdStatus(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) err
 		return nil
 	}
 	return env.DelegateStatus(ctx, conf.ipamType, a, a.StdinData)
+}
+
+// delConfig is the configuration of a DEL whose stdin does not validate
+// (see pluginmain.DelFallback): masquerade and spoof-check elements are
+// looked for whatever the flags said, found by their tag.
+func delConfig(stdin []byte) (*Config, bool) {
+	name, ipamType, ok := pluginmain.DelFallback(stdin)
+	if !ok {
+		return nil, false
+	}
+	return &Config{Network: name, IPAMType: ipamType, IPMasq: true, MacSpoofChk: true}, true
 }

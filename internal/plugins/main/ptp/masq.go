@@ -78,11 +78,7 @@ func (m *masqSet) check(a *pluginmain.Args, conf *Config, res *current.Result) e
 	return nil
 }
 
-func gcMasq(conf *Config, stdin []byte) error {
-	valid, err := pluginmain.ValidAttachments(stdin)
-	if err != nil {
-		return err
-	}
+func gcMasq(conf *Config, valid pluginmain.Attachments) error {
 	c, err := ipmasq.Dial()
 	if err != nil {
 		return err

@@ -250,7 +250,14 @@ func enableForwarding(ips []*current.IPConfig) error {
 func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	conf, err := parseConfig(a.StdinData)
 	if err != nil {
-		return err
+		// Not valid (any more): remove what can be found without it;
+		// masquerade elements are found by their tag.
+		name, ipamType, ok := pluginmain.DelFallback(a.StdinData)
+		if !ok {
+			return err
+		}
+		env.Log.Warn("ptp DEL with a configuration that does not validate; removing what can be found", "error", err)
+		conf = &Config{Network: name, IPAMType: ipamType, IPMasq: true}
 	}
 	var pod *netlink.Handle
 	var link netlink.Link
@@ -273,6 +280,9 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 	defer masq.close()
 	var errs []error
 	ipamDel := func() {
+		if conf.IPAMType == "" {
+			return
+		}
 		if err := env.DelegateDel(ctx, conf.IPAMType, a, a.StdinData); err != nil {
 			errs = append(errs, err)
 		}
@@ -357,11 +367,15 @@ func cmdGC(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error {
 	if err != nil {
 		return err
 	}
+	valid, err := pluginmain.ValidAttachments(a.StdinData)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	if err := env.DelegateGC(ctx, conf.IPAMType, a, a.StdinData); err != nil {
 		errs = append(errs, err)
 	}
-	if err := gcMasq(conf, a.StdinData); err != nil {
+	if err := gcMasq(conf, valid); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,8 @@ package ptp
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,7 +43,8 @@ func TestTraffic(t *testing.T) {
 	host, p1, p2 := nstest.New(t), nstest.New(t), nstest.New(t)
 	plugintest.RequireRef(t, "host-local")
 	env := plugintest.Env(pluginmain.NewRegistry())
-	conf := []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ltptp","type":"ptp","ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.78.0.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}`, t.TempDir()))
+	dir := t.TempDir()
+	conf := []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ltptp","type":"ptp","ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.78.0.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}`, dir))
 	r1 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "p1", NS: p1, IfName: "eth0", Conf: conf})
 	r2 := plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "p2", NS: p2, IfName: "eth0", Conf: conf})
 	if err := plugintest.Ping(p1, "10.78.0.1"); err != nil {
@@ -70,5 +73,17 @@ func TestTraffic(t *testing.T) {
 			t.Errorf("host route %v left behind", r)
 		}
 	}
-	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "p2", NS: p2, IfName: "eth0", Conf: conf})
+	// A DEL whose configuration does not validate (mtu out of range)
+	// still removes the pod's veth and its lease.
+	bad := []byte(strings.Replace(string(conf), `"type":"ptp"`, `"type":"ptp","mtu":10`, 1))
+	if _, cerr := plugintest.Invoke(host, env, Plugin(), plugintest.Call{Command: "CHECK", ContainerID: "p2", NS: p2, IfName: "eth0", Conf: bad}); cerr == nil {
+		t.Fatal("the configuration validates; the test needs one that does not")
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "p2", NS: p2, IfName: "eth0", Conf: bad})
+	if _, err := h.LinkByName(r2.Interfaces[0].Name); err == nil {
+		t.Error("host veth left behind by a DEL with an invalid configuration")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ltptp", r2.IPs[0].Address.IP.String())); !os.IsNotExist(err) {
+		t.Errorf("lease not released by a DEL with an invalid configuration: %v", err)
+	}
 }

@@ -16,9 +16,10 @@ type wireConf struct {
 	IptablesAdminChainName string `json:"iptablesAdminChainName,omitempty"`
 	FirewalldZone          string `json:"firewalldZone,omitempty"`
 	IngressPolicy          string `json:"ingressPolicy,omitempty"`
-	// The earlier name of cni.dev/valid-attachments (which types.NetConf
-	// decodes), for GC.
-	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+	// GC's valid attachments under both keys, telling null from missing
+	// (these outrank types.NetConf's field of the same key, which cannot).
+	ValidAttachments  pluginmain.GCList `json:"cni.dev/valid-attachments"`
+	LegacyAttachments pluginmain.GCList `json:"cni.dev/attachments"`
 }
 
 // Config is the validated configuration.

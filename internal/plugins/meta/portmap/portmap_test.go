@@ -309,6 +309,14 @@ func TestGC(t *testing.T) {
 	if _, err := plugintest.Invoke(n.host, n.env, Plugin(), plugintest.Call{Command: "GC", Conf: noList}); err == nil {
 		t.Errorf("GC without cni.dev/valid-attachments succeeded")
 	}
+	// libcni writes a runtime's empty list as null: nothing is valid.
+	none := config(t, "1.1.0", `"cni.dev/valid-attachments": null, "cni.dev/attachments": null`, "", nil)
+	if _, err := plugintest.Invoke(n.host, n.env, Plugin(), plugintest.Call{Command: "GC", Conf: none}); err != nil {
+		t.Fatalf("GC with a null list: %v", err)
+	}
+	if els := n.elements(t); len(els) != 0 {
+		t.Errorf("GC with a null list left %v", els)
+	}
 }
 
 // Datagrams sent before the mapping existed left an untranslated conntrack
