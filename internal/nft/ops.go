@@ -354,26 +354,32 @@ func (c *Conn) gcTagged(tb tableID, op, network string, valid []Attachment, all 
 		keep[Owner{Network: network, ContainerID: a.ContainerID, IfName: a.IfName}.Tag()] = true
 	}
 	net := tagValue(network)
-	sets, err := all()
-	if err != nil {
-		return err
-	}
-	var stale []elem
-	for _, s := range sets {
-		es, err := c.list(tb, s)
+	for attempt := 0; ; attempt++ {
+		sets, err := all()
 		if err != nil {
 			return err
 		}
-		for _, e := range es {
-			p, ok := parseTag(e.Tag)
-			if !ok || p.net != net || keep[e.Tag] {
-				continue
+		var stale []elem
+		for _, s := range sets {
+			es, err := c.list(tb, s)
+			if err != nil {
+				return err
 			}
-			stale = append(stale, e)
+			for _, e := range es {
+				p, ok := parseTag(e.Tag)
+				if !ok || p.net != net || keep[e.Tag] {
+					continue
+				}
+				stale = append(stale, e)
+			}
 		}
+		if len(stale) == 0 {
+			return nil
+		}
+		err = c.transact(op, elemMsgs(tb, unix.NFT_MSG_DELSETELEM, 0, stale, false))
+		if errors.Is(err, unix.ENOENT) && attempt < 2 {
+			continue // a DEL removed one meanwhile: look again
+		}
+		return err
 	}
-	if len(stale) == 0 {
-		return nil
-	}
-	return c.transact(op, elemMsgs(tb, unix.NFT_MSG_DELSETELEM, 0, stale, false))
 }
