@@ -530,6 +530,42 @@ func TestGC(t *testing.T) {
 	e.checkClean()
 }
 
+// GC of a 1.1.0 network whose chain has portmap, on a node whose last pod
+// is gone: libcni writes the empty list of valid attachments as null,
+// which every plugin must take for "none is valid", not for a missing list.
+func TestGCNoPodsLeft(t *testing.T) {
+	ctx := context.Background()
+	bins := linenBinDirs(t)
+	host := nstest.New(t)
+	n := testNet.Add(1)
+	netDir := t.TempDir()
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "ltrt-gc%d", "plugins": [
+	  {"type": "bridge", "bridge": "ltrtg%d", "isGateway": true, "ipMasq": true,
+	   "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.98.%d.0/24"}]]}},
+	  {"type": "portmap", "capabilities": {"portMappings": true}}]}`, n, n, t.TempDir(), n)
+	if err := os.WriteFile(filepath.Join(netDir, "10-gc.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt := &Runtime{
+		NetDir: netDir, BinDirs: bins, CacheDir: t.TempDir(), StateDir: t.TempDir(),
+		NetnsDir: netns.DefaultDir, NetnsPrefix: fmt.Sprintf("%sg%d-", nstest.Prefix(), n),
+		HostNS: host, PluginStderr: testWriter{t},
+	}
+	spec := PodSpec{Name: "web", Capabilities: Capabilities{PortMappings: []PortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}}}
+	if _, err := rt.AddPod(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := rt.GC(ctx); err != nil || len(res.Valid) != 1 {
+		t.Fatalf("GC with one pod: %+v, %v", res, err)
+	}
+	if err := rt.DelPod(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := rt.GC(ctx); err != nil || len(res.Valid) != 0 {
+		t.Errorf("GC with no pod left: %+v, %v", res, err)
+	}
+}
+
 func TestDamagedRecord(t *testing.T) {
 	ctx := context.Background()
 	e := newPodEnv(t, refBinDirs(t))
