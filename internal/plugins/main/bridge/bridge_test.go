@@ -247,6 +247,29 @@ func TestDelInvalidConfig(t *testing.T) {
 	}
 }
 
+// Two networks on one interface name: the second ADD fails on the name,
+// and the DEL that follows it (as runtimes send) leaves the first network's
+// interface alone; the first network's DEL then removes it.
+func TestDelOtherNetworksInterface(t *testing.T) {
+	host, pod := nstest.New(t), nstest.New(t)
+	env := plugintest.Env(pluginmain.NewRegistry(hostlocal.Plugin()))
+	ca := conf("1.1.0", "ltbroa", "", hostLocal(t.TempDir(), "10.85.0.0/24"))
+	cb := conf("1.1.0", "ltbrob", "", hostLocal(t.TempDir(), "10.86.0.0/24"))
+	plugintest.Add(t, host, env, Plugin(), plugintest.Call{ContainerID: "o1", NS: pod, IfName: "eth0", Conf: ca})
+	if _, cerr := plugintest.Invoke(host, env, Plugin(), plugintest.Call{Command: "ADD", ContainerID: "o1", NS: pod, IfName: "eth0", Conf: cb}); cerr == nil {
+		t.Fatal("second network's ADD on a taken name succeeded")
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "o1", NS: pod, IfName: "eth0", Conf: cb})
+	if _, err := nfttest.Handle(t, pod).LinkByName("eth0"); err != nil {
+		t.Fatalf("the other network's DEL took eth0: %v", err)
+	}
+	if err := plugintest.Ping(pod, "10.85.0.1"); err != nil {
+		t.Errorf("first network's pod -> gateway after the other DEL: %v", err)
+	}
+	plugintest.Must(t, host, env, Plugin(), "DEL", plugintest.Call{ContainerID: "o1", NS: pod, IfName: "eth0", Conf: ca})
+	assertNoLink(t, pod, "eth0")
+}
+
 func mustMAC(t *testing.T, s string) net.HardwareAddr {
 	t.Helper()
 	m, err := net.ParseMAC(s)

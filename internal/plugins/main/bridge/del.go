@@ -49,6 +49,12 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 			}
 			link = nil
 		}
+		if link != nil && !ownLink(link, conf) {
+			// Another network's interface of that name (this
+			// network's ADD failed on it): not this DEL's to delete.
+			env.Log.Warn("bridge DEL leaves an interface that is not this network's", "ifname", a.IfName, "type", link.Type())
+			link = nil
+		}
 		if link != nil && conf.IPMasq && conf.PrevResult == nil {
 			// Without a cached result, the interface tells which
 			// masquerade entries were ours.
@@ -231,4 +237,35 @@ func delConfig(stdin []byte) (*Config, bool) {
 		return nil, false
 	}
 	return &Config{Network: name, IPAMType: ipamType, IPMasq: true, MacSpoofChk: true}, true
+}
+
+// ownLink reports whether link, the pod's interface named CNI_IFNAME, can
+// be this network's: a veth whose host end is a port of the network's
+// bridge, or on no bridge at all (the bridge was removed). A device of
+// another kind, or a veth whose host end is a port of another bridge, is
+// another network's: an ADD of this one failed on the name, and the DEL
+// that follows must not take the other network's interface. When the
+// host end cannot be looked at, the name decides, as before.
+func ownLink(link netlink.Link, conf *Config) bool {
+	if _, ok := link.(*netlink.Veth); !ok {
+		return false
+	}
+	if conf.Bridge == "" {
+		return true // a configuration that did not validate names none
+	}
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return true
+	}
+	defer host.Close()
+	peer, err := host.LinkByIndex(link.Attrs().ParentIndex)
+	if err != nil || peer.Attrs().MasterIndex == 0 {
+		return true
+	}
+	br, err := host.LinkByName(conf.Bridge)
+	if err != nil {
+		// No such bridge: the host end is a port of another one.
+		return !nl.IsNotFound(err)
+	}
+	return peer.Attrs().MasterIndex == br.Attrs().Index
 }
