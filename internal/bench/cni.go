@@ -103,6 +103,9 @@ func (o *CNIOptions) defaults() {
 	if o.Prefix == "" {
 		o.Prefix = NetnsPrefix
 	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir()
+	}
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
@@ -123,11 +126,7 @@ func RunCNI(ctx context.Context, o CNIOptions) (*Report, error) {
 	}
 	defer os.RemoveAll(work)
 
-	stateRoot := o.StateDir
-	if stateRoot == "" {
-		stateRoot = DefaultStateDir()
-	}
-	state, err := os.MkdirTemp(stateRoot, "linen-bench-state-")
+	state, err := os.MkdirTemp(o.StateDir, "linen-bench-state-")
 	if err != nil {
 		return nil, err
 	}

@@ -21,11 +21,8 @@ import (
 // memory the benchmark measures the network stack and the plugins; a run
 // on a disk of choice is one flag away (linen bench cni -state-dir).
 func DefaultStateDir() string {
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &st); err == nil && st.Type == unix.TMPFS_MAGIC {
-		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-			return "/dev/shm"
-		}
+	if fsName("/dev/shm") == "tmpfs" {
+		return "/dev/shm"
 	}
 	return os.TempDir()
 }

@@ -98,9 +98,7 @@ func cmdAdd(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) (_ typ
 	if (conf.NoContainerIf || conf.IPAMType == "") && conf.MacSpoofChk {
 		// Layer 2 only: nothing to masquerade, but the pod's frames are
 		// checked all the same.
-		l2 := *conf
-		l2.IPMasq = false
-		undoNft, err := addFilters(a, &l2, res, hostVeth.Attrs().Name, podLink.Attrs().HardwareAddr)
+		undoNft, err := addFilters(a, conf.spoofOnly(), res, hostVeth.Attrs().Name, podLink.Attrs().HardwareAddr)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -49,7 +50,7 @@ func cmdDel(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) error 
 			}
 			link = nil
 		}
-		if link != nil && !ownLink(link, conf) {
+		if link != nil && !ownLink(link, conf, a.IfName) {
 			// Another network's interface of that name (this
 			// network's ADD failed on it): not this DEL's to delete.
 			env.Log.Warn("bridge DEL leaves an interface that is not this network's", "ifname", a.IfName, "type", link.Type())
@@ -177,9 +178,7 @@ func cmdCheck(ctx context.Context, env *pluginmain.Env, a *pluginmain.Args) erro
 			return nil
 		}
 		// Layer 2 only: no addresses to check, the spoof check all the same.
-		l2 := *conf
-		l2.IPMasq = false
-		conf = &l2
+		conf = conf.spoofOnly()
 	} else {
 		ips := ipcfg.IPsFor(res, a.IfName)
 		if err := ipcfg.Check(pod, link, ips, res.Routes); err != nil {
@@ -245,10 +244,17 @@ func delConfig(stdin []byte) (*Config, bool) {
 // another kind, or a veth whose host end is a port of another bridge, is
 // another network's: an ADD of this one failed on the name, and the DEL
 // that follows must not take the other network's interface. When the
-// host end cannot be looked at, the name decides, as before.
-func ownLink(link netlink.Link, conf *Config) bool {
+// host end cannot be looked at, the name decides, as before. The usual
+// DEL carries the cached result, whose MAC for the interface settles it
+// without a look at the host.
+func ownLink(link netlink.Link, conf *Config, ifName string) bool {
 	if _, ok := link.(*netlink.Veth); !ok {
 		return false
+	}
+	if conf.PrevResult != nil {
+		if in := ipcfg.SandboxInterface(conf.PrevResult, ifName); in != nil && strings.EqualFold(in.Mac, link.Attrs().HardwareAddr.String()) {
+			return true
+		}
 	}
 	if conf.Bridge == "" {
 		return true // a configuration that did not validate names none
@@ -258,7 +264,7 @@ func ownLink(link netlink.Link, conf *Config) bool {
 		return true
 	}
 	defer host.Close()
-	peer, err := host.LinkByIndex(link.Attrs().ParentIndex)
+	peer, err := host.LinkByIndex(nl.VethPeerIndex(link))
 	if err != nil || peer.Attrs().MasterIndex == 0 {
 		return true
 	}

@@ -18,6 +18,14 @@ import (
 // entries (ipMasq) and the MAC spoof check (macspoofchk).
 type filterSet struct{ c *ipmasq.Conn }
 
+// spoofOnly is conf for the netfilter side of a layer-2 attachment: the
+// spoof check applies, there is no address to masquerade.
+func (c *Config) spoofOnly() *Config {
+	l2 := *c
+	l2.IPMasq = false
+	return &l2
+}
+
 // openFilters dials netfilter only when the network uses it.
 func openFilters(conf *Config) (*filterSet, error) {
 	if !conf.IPMasq && !conf.MacSpoofChk {
